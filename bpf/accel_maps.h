@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one definition of every map key and value sidecar-accel shares between
+ * the kernel programs and the agent. The TypeScript codecs in
+ * src/datapath/layout.ts are checked against the BTF of the loaded object at
+ * start, so a change here that is not mirrored there refuses to start instead
+ * of silently reading the wrong bytes.
+ *
+ * The includer provides __u8.. __u64 (vmlinux.h in BPF, linux/types.h elsewhere).
+ */
+#ifndef SIDECAR_ACCEL_MAPS_H
+#define SIDECAR_ACCEL_MAPS_H
+
+#define ACCEL_ROLE_CLIENT 1
+#define ACCEL_ROLE_SERVER 2
+
+/*
+ * One end of one TCP connection, as both ends can compute it on their own.
+ * Addresses are IPv6; IPv4 is stored v4-mapped (::ffff:a.b.c.d) so a dual-stack
+ * socket and a plain IPv4 socket of the same connection compute the same key.
+ */
+struct accel_conn_key {
+	__u64 scope;         /* netns cookie, or 0 for the node-wide (cross-pod) key */
+	__u32 client_ip[4];  /* the active opener's address: shared by both ends under REDIRECT */
+	__u32 client_seq;    /* client snd_nxt at ESTABLISHED == server rcv_nxt (ISN + 1) */
+	__u32 server_seq;    /* server snd_nxt at ESTABLISHED == client rcv_nxt */
+	__u16 client_port;   /* host byte order */
+	__u8 role;           /* which end this entry is: ACCEL_ROLE_* */
+	__u8 pad0;
+	__u32 pad1;
+};
+
+/*
+ * What a sender needs to know of the other end before redirecting to it,
+ * published by that end when it registers. `psock` is a kernel address, read
+ * only with bpf_probe_read_kernel: a stale one (peer closed) can only turn a
+ * redirect into a fallback, since the redirect itself goes through sock_hash.
+ */
+struct accel_peer_info {
+	__u64 psock;         /* struct sk_psock * of that end */
+	__u64 netns_cookie;  /* its netns, to honour its own enable flag */
+};
+
+#define ACCEL_MAX_EXCLUDE_PORTS 16
+#define ACCEL_NETNS_ENABLED 1u
+
+/* Per network namespace policy, written by the agent; absent == disabled. */
+struct accel_netns_policy {
+	__u32 flags;                                     /* ACCEL_NETNS_* */
+	__u32 exclude_count;                             /* used entries of exclude_ports */
+	__u16 exclude_ports[ACCEL_MAX_EXCLUDE_PORTS];    /* host order; never paired */
+};
+
+#define ACCEL_CFG_CROSS_POD 1u
+
+/* Node-wide settings, index 0 of an array map. */
+struct accel_config {
+	__u32 flags;             /* ACCEL_CFG_* */
+	__u32 keepalive_idle_s;  /* 0: leave keepalive alone; see bpf/sidecar_accel.bpf.c */
+};
+
+/* Counter indexes, of the per-CPU global array and of each per-netns entry. */
+enum accel_counter {
+	ACCEL_CNT_SOCKETS_SEEN = 0,      /* established sockets in enabled netns */
+	ACCEL_CNT_SOCKETS_REGISTERED,    /* of those, put in the sockhash (pairable) */
+	ACCEL_CNT_SOCKETS_PAIRED,        /* sockets that redirected their first message */
+	ACCEL_CNT_PAIRING_MISSES,        /* first message found no peer: TCP for good */
+	ACCEL_CNT_REDIRECTED_MSGS,
+	ACCEL_CNT_REDIRECTED_BYTES,
+	ACCEL_CNT_TCP_MSGS,              /* messages TCP carried on a registered socket */
+	ACCEL_CNT_FALLBACK_NO_PEER,
+	ACCEL_CNT_FALLBACK_BACKPRESSURE,
+	ACCEL_CNT_FALLBACK_EXCLUDED,     /* excluded port: never registered */
+	ACCEL_CNT_FALLBACK_DISABLED,     /* netns disabled while the socket lived */
+	ACCEL_CNT_FALLBACK_ULP,          /* a ULP (kTLS) on either end */
+	ACCEL_CNT_FALLBACK_EARLY_DATA,   /* bytes went over TCP before ESTABLISHED (TFO) */
+	ACCEL_CNT_FALLBACK_REPAIR,       /* TCP_REPAIR socket: never registered */
+	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken: never registered */
+	ACCEL_CNT_MAX
+};
+
+struct accel_counters {
+	__u64 v[ACCEL_CNT_MAX];
+};
+
+#endif

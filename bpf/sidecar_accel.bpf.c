@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sidecar-accel datapath: pair the two local ends of one TCP connection and
+ * move every later sendmsg straight into the peer's receive queue.
+ *
+ * sockops registers each established socket of an enabled network namespace
+ * in sock_hash under a key both ends compute on their own (the client address
+ * and the handshake's sequence numbers, DESIGN.md 4.1). sk_msg, run on every
+ * send of a registered socket, redirects to the other end when that keeps the
+ * byte stream exact, and otherwise lets TCP carry the data for good.
+ *
+ * Invariants (DESIGN.md 4), referred to below by number:
+ *  I1 a message goes only to the socket registered as the other end of the
+ *     same connection (same scope, client address/port and both ISNs);
+ *  I2 a direction never goes TCP -> redirect: the receiver reads its redirect
+ *     queue first, so a redirected byte would overtake bytes TCP still holds;
+ *  I3 a redirect never grows the receiver's redirect queue past its rcvbuf;
+ *  I4 sockets of disabled or unknown netns, TCP_REPAIR sockets, ULP sockets
+ *     and excluded ports are left exactly as the kernel made them;
+ *  I5 nothing here deletes from sock_hash: that would free the receiver's
+ *     unread redirected bytes; the kernel unlinks a socket when it closes.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+#include "accel_maps.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SK_USER_DATA_PSOCK 4UL
+#define SOCK_RCVBUF_LOCK 2
+#define SK_USER_DATA_PTRMASK (~7UL)
+/* A volatile read keeps each context load at its own constant offset. */
+#define CTX(x) (*(volatile typeof(x) *)&(x))
+#define SOL_SOCKET 1
+#define SO_KEEPALIVE 9
+#define SOL_TCP 6
+#define TCP_KEEPIDLE 4
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Per-socket state kept by the kernel with the socket (freed with it). */
+#define SOCK_REGISTERED 1u  /* in sock_hash under key (and scope 0 if SOCK_GLOBAL) */
+#define SOCK_GLOBAL 2u      /* also registered node-wide for cross-pod pairing */
+#define SOCK_TX_CLEAN 4u    /* at ESTABLISHED nothing of ours had gone over TCP */
+#define SOCK_PAIRED 8u      /* counting only: first redirect already counted */
+
+struct sock_state {
+	struct accel_conn_key key;  /* this end, netns scope */
+	__u64 netns_cookie;
+	__u32 base_write_seq;       /* write_seq at ESTABLISHED */
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct accel_conn_key);
+	__type(value, __u64);
+} sock_hash SEC(".maps");
+
+/* LRU: an entry a missed close left behind is evicted, never blocks a socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct accel_conn_key);
+	__type(value, struct accel_peer_info);
+} peer_info SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct accel_netns_policy);
+} netns_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct accel_config);
+} accel_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ACCEL_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Entries are created and removed by the agent with the netns policy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct accel_counters);
+} netns_counters SEC(".maps");
+
+static __always_inline void count(__u64 netns, __u32 idx, __u64 n)
+{
+	__u64 *g = bpf_map_lookup_elem(&counters, &idx);
+	struct accel_counters *c;
+
+	if (g)
+		*g += n;
+	c = bpf_map_lookup_elem(&netns_counters, &netns);
+	if (c && idx < ACCEL_CNT_MAX)
+		c->v[idx] += n;
+}
+
+/* IPv4 becomes ::ffff:a.b.c.d so both families of one connection agree. */
+static __always_inline void set_ip(__u32 dst[4], bool v4, __u32 ip4, const __u32 ip6[4])
+{
+	dst[0] = v4 ? 0 : ip6[0];
+	dst[1] = v4 ? 0 : ip6[1];
+	dst[2] = v4 ? bpf_htonl(0xffff) : ip6[2];
+	dst[3] = v4 ? ip4 : ip6[3];
+}
+
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: unique only inside one netns. */
+static __always_inline bool is_loopback(const __u32 ip[4])
+{
+	if (ip[0] || ip[1])
+		return false;
+	if (ip[2] == bpf_htonl(0xffff))
+		return (bpf_ntohl(ip[3]) >> 24) == 127;
+	return ip[2] == 0 && ip[3] == bpf_htonl(1);
+}
+
+static __always_inline bool port_excluded(const struct accel_netns_policy *p, __u16 port)
+{
+	for (int i = 0; i < ACCEL_MAX_EXCLUDE_PORTS; i++) {
+		if (i >= p->exclude_count)
+			break;
+		if (p->exclude_ports[i] == port)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool has_ulp(struct tcp_sock *tp)
+{
+	return BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops) != NULL;
+}
+
+static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 role)
+{
+	__u64 netns = bpf_get_netns_cookie(skops);
+	struct accel_peer_info info = {};
+	struct accel_netns_policy *policy;
+	struct accel_config *cfg;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+	struct bpf_sock *sk;
+	__u32 lip4, rip4, lip6[4], rip6[4];
+	__u32 zero = 0;
+	__u16 port;
+	bool v4;
+
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return;
+	/* I4: a netns the agent has not enabled is never touched. */
+	policy = bpf_map_lookup_elem(&netns_policy, &netns);
+	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED))
+		return;
+	count(netns, ACCEL_CNT_SOCKETS_SEEN, 1);
+
+	sk = skops->sk;
+	if (!sk)
+		return;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	/* I4: a restored socket's sequence numbers are chosen, not random. */
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, repair)) {
+		count(netns, ACCEL_CNT_FALLBACK_REPAIR, 1);
+		return;
+	}
+	if (has_ulp(tp)) {
+		count(netns, ACCEL_CNT_FALLBACK_ULP, 1);
+		return;
+	}
+	/* The service port is the one the client dialled / the server accepted on. */
+	port = role == ACCEL_ROLE_CLIENT ? (__u16)bpf_ntohl(skops->remote_port)
+					 : (__u16)skops->local_port;
+	if (port_excluded(policy, port)) {
+		count(netns, ACCEL_CNT_FALLBACK_EXCLUDED, 1);
+		return;
+	}
+
+	st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return;
+	__builtin_memset(st, 0, sizeof(*st));
+	st->netns_cookie = netns;
+	st->key.scope = netns;
+	st->key.role = role;
+	/* Context fields are read at constant offsets only (verifier rule). */
+	lip4 = CTX(skops->local_ip4);
+	rip4 = CTX(skops->remote_ip4);
+	lip6[0] = CTX(skops->local_ip6[0]);
+	lip6[1] = CTX(skops->local_ip6[1]);
+	lip6[2] = CTX(skops->local_ip6[2]);
+	lip6[3] = CTX(skops->local_ip6[3]);
+	rip6[0] = CTX(skops->remote_ip6[0]);
+	rip6[1] = CTX(skops->remote_ip6[1]);
+	rip6[2] = CTX(skops->remote_ip6[2]);
+	rip6[3] = CTX(skops->remote_ip6[3]);
+	v4 = skops->family == AF_INET;
+	if (role == ACCEL_ROLE_CLIENT) {
+		set_ip(st->key.client_ip, v4, lip4, lip6);
+		st->key.client_port = (__u16)skops->local_port;
+		st->key.client_seq = skops->snd_nxt;
+		st->key.server_seq = skops->rcv_nxt;
+	} else {
+		set_ip(st->key.client_ip, v4, rip4, rip6);
+		st->key.client_port = (__u16)bpf_ntohl(skops->remote_port);
+		st->key.client_seq = skops->rcv_nxt;
+		st->key.server_seq = skops->snd_nxt;
+	}
+	/*
+	 * I2: bytes this end queued or sent before ESTABLISHED (TCP Fast Open data
+	 * in the SYN, or queued behind it) are already TCP's; this direction stays
+	 * TCP. The other direction may still be redirected.
+	 */
+	st->base_write_seq = BPF_CORE_READ(tp, write_seq);
+	if (skops->data_segs_out == 0 && st->base_write_seq == skops->snd_nxt)
+		st->flags |= SOCK_TX_CLEAN;
+	else
+		count(netns, ACCEL_CNT_FALLBACK_EARLY_DATA, 1);
+
+	/* I1: a taken key means two sockets claim one identity: pair neither anew. */
+	if (bpf_sock_hash_update(skops, &sock_hash, &st->key, BPF_NOEXIST)) {
+		count(netns, ACCEL_CNT_FALLBACK_KEY_CONFLICT, 1);
+		st->flags = 0;
+		return;
+	}
+	st->flags |= SOCK_REGISTERED;
+	count(netns, ACCEL_CNT_SOCKETS_REGISTERED, 1);
+	info.netns_cookie = netns;
+	info.psock = (unsigned long)BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_user_data) &
+		     SK_USER_DATA_PTRMASK;
+	bpf_map_update_elem(&peer_info, &st->key, &info, BPF_ANY);
+	/* To unpublish on close (STATE_CB). */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+
+	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+	if (!cfg)
+		return;
+	/*
+	 * Cross-pod: the two ends live in different netns, so they meet under scope
+	 * 0. Only a non-loopback client address is unique across the node (I1).
+	 */
+	if ((cfg->flags & ACCEL_CFG_CROSS_POD) && !is_loopback(st->key.client_ip)) {
+		struct accel_conn_key global = st->key;
+
+		global.scope = 0;
+		if (!bpf_sock_hash_update(skops, &sock_hash, &global, BPF_NOEXIST)) {
+			st->flags |= SOCK_GLOBAL;
+			bpf_map_update_elem(&peer_info, &global, &info, BPF_ANY);
+		}
+	}
+	/*
+	 * A paired connection sends no packets, so the pod's conntrack entry can
+	 * expire and its FIN would then miss the NAT. Keepalive probes (only sent
+	 * while TCP sees the connection idle) keep the entry fresh. An application
+	 * that set keepalive itself keeps its own settings.
+	 */
+	if (cfg->keepalive_idle_s) {
+		int on = 0, idle = cfg->keepalive_idle_s;
+
+		if (!bpf_getsockopt(skops, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) && !on) {
+			on = 1;
+			if (!bpf_setsockopt(skops, SOL_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)))
+				bpf_setsockopt(skops, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+		}
+	}
+}
+
+static __always_inline void unpublish(struct bpf_sock_ops *skops)
+{
+	struct sock_state *st;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & SOCK_REGISTERED))
+		return;
+	bpf_map_delete_elem(&peer_info, &st->key);
+	if (st->flags & SOCK_GLOBAL) {
+		struct accel_conn_key global = st->key;
+
+		global.scope = 0;
+		bpf_map_delete_elem(&peer_info, &global);
+	}
+}
+
+SEC("sockops")
+int accel_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			unpublish(skops);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		register_socket(skops, ACCEL_ROLE_CLIENT);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		register_socket(skops, ACCEL_ROLE_SERVER);
+		break;
+	}
+	return 1;
+}
+
+/*
+ * The peer may take this message: enabled, no ULP, room in its queue (I3, I4).
+ * Returns ACCEL_CNT_MAX to allow, else the fallback counter that refused.
+ */
+static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key, __u32 size)
+{
+	struct accel_netns_policy *policy;
+	struct accel_peer_info *info;
+	struct sk_psock *psock;
+	struct sock *psk;
+	__u32 queued;
+	int rcvbuf;
+
+	info = bpf_map_lookup_elem(&peer_info, peer_key);
+	if (!info || !info->psock)
+		return ACCEL_CNT_FALLBACK_NO_PEER;
+	policy = bpf_map_lookup_elem(&netns_policy, &info->netns_cookie);
+	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED))
+		return ACCEL_CNT_FALLBACK_DISABLED;
+	psock = (struct sk_psock *)info->psock;
+	psk = BPF_CORE_READ(psock, sk);
+	if (!psk)
+		return ACCEL_CNT_FALLBACK_NO_PEER;
+	if (BPF_CORE_READ((struct inet_connection_sock *)psk, icsk_ulp_ops))
+		return ACCEL_CNT_FALLBACK_ULP;
+	/*
+	 * The kernel charges an ingress redirect to no receive buffer, so the
+	 * queue is bounded here; past the bound TCP's flow control takes over.
+	 * The bound is what TCP would allow this receiver: its SO_RCVBUF when the
+	 * application set one, else what receive autotuning may grow to.
+	 */
+	queued = BPF_CORE_READ(psock, msg_tot_len);
+	rcvbuf = BPF_CORE_READ(psk, sk_rcvbuf);
+	if (!(BPF_CORE_READ(psk, sk_userlocks) & SOCK_RCVBUF_LOCK)) {
+		int tune_max = BPF_CORE_READ(psk, __sk_common.skc_net.net, ipv4.sysctl_tcp_rmem[2]);
+
+		if (tune_max > rcvbuf)
+			rcvbuf = tune_max;
+	}
+	if (rcvbuf <= 0 || (__u64)queued + size > (__u64)rcvbuf)
+		return ACCEL_CNT_FALLBACK_BACKPRESSURE;
+	return ACCEL_CNT_MAX;
+}
+
+SEC("sk_msg")
+int accel_msg(struct sk_msg_md *msg)
+{
+	struct accel_netns_policy *policy;
+	struct accel_conn_key peer_key;
+	struct bpf_sock *sk = msg->sk;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+	__u32 refusal;
+	__u64 netns;
+	long ret;
+
+	if (!sk)
+		return SK_PASS;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & SOCK_REGISTERED))
+		return SK_PASS;
+	netns = st->netns_cookie;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return SK_PASS;
+	/* I2: judged from the kernel's own sequence space, not from a flag of ours. */
+	if (!(st->flags & SOCK_TX_CLEAN) || BPF_CORE_READ(tp, write_seq) != st->base_write_seq) {
+		count(netns, ACCEL_CNT_TCP_MSGS, 1);
+		return SK_PASS;
+	}
+	/* From here on an SK_PASS is this direction's first TCP byte: a fallback. */
+	policy = bpf_map_lookup_elem(&netns_policy, &netns);
+	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED)) {
+		count(netns, ACCEL_CNT_FALLBACK_DISABLED, 1);
+		return SK_PASS;
+	}
+	if (has_ulp(tp)) {
+		count(netns, ACCEL_CNT_FALLBACK_ULP, 1);
+		return SK_PASS;
+	}
+
+	peer_key = st->key;
+	peer_key.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
+	refusal = peer_refusal(&peer_key, msg->size);
+	if (refusal == ACCEL_CNT_FALLBACK_NO_PEER && (st->flags & SOCK_GLOBAL)) {
+		peer_key.scope = 0;
+		refusal = peer_refusal(&peer_key, msg->size);
+	}
+	if (refusal == ACCEL_CNT_FALLBACK_NO_PEER && !(st->flags & SOCK_PAIRED))
+		count(netns, ACCEL_CNT_PAIRING_MISSES, 1);
+	if (refusal < ACCEL_CNT_MAX) {
+		count(netns, refusal, 1);
+		return SK_PASS;
+	}
+
+	/*
+	 * The peer can close between the lookup and here; the helper then finds no
+	 * entry and would drop the message. TCP carries it instead (I2 still holds:
+	 * nothing has gone over TCP in this direction yet).
+	 */
+	ret = bpf_msg_redirect_hash(msg, &sock_hash, &peer_key, BPF_F_INGRESS);
+	if (ret != SK_PASS) {
+		count(netns, ACCEL_CNT_FALLBACK_NO_PEER, 1);
+		return SK_PASS;
+	}
+	{
+		if (!(st->flags & SOCK_PAIRED)) {
+			st->flags |= SOCK_PAIRED;
+			count(netns, ACCEL_CNT_SOCKETS_PAIRED, 1);
+		}
+		count(netns, ACCEL_CNT_REDIRECTED_MSGS, 1);
+		count(netns, ACCEL_CNT_REDIRECTED_BYTES, msg->size);
+	}
+	return ret;
+}

@@ -1,0 +1,381 @@
+// Thin node-addon-api layer over the system libbpf and a few syscalls.
+// Everything here is a direct call with typed errors (operation + errno);
+// every decision lives in TypeScript (src/datapath).
+#include <napi.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+namespace {
+
+// libbpf's messages (the verifier log among them) of the call in progress,
+// attached to the error so an operator sees why a load failed.
+std::string g_libbpf_log;
+
+int CollectLibbpfLog(enum libbpf_print_level level, const char *fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[4096];
+  int n = vsnprintf(buf, sizeof(buf), fmt, args);
+  if (g_libbpf_log.size() < (1 << 20)) g_libbpf_log.append(buf);
+  return n;
+}
+
+Napi::Error ErrnoError(Napi::Env env, const std::string &op, int err, const std::string &detail = "") {
+  if (err < 0) err = -err;
+  std::string msg = op + ": " + strerror(err);
+  if (!detail.empty()) msg += " (" + detail + ")";
+  if (!g_libbpf_log.empty()) msg += "\n" + g_libbpf_log;
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("op", Napi::String::New(env, op));
+  e.Set("errno", Napi::Number::New(env, err));
+  const char *name = strerrorname_np(err);
+  e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
+  return e;
+}
+
+int DupCloexec(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }
+
+enum bpf_attach_type AttachType(Napi::Env env, const std::string &name) {
+  if (name == "cgroup_sock_ops") return BPF_CGROUP_SOCK_OPS;
+  if (name == "sk_msg_verdict") return BPF_SK_MSG_VERDICT;
+  throw Napi::TypeError::New(env, "unknown attach type: " + name);
+}
+
+// loadObject(path) -> { maps: {name: fd}, progs: {name: fd} }
+// Loads with libbpf (which sets each program's expected attach type from its
+// SEC name), dups every fd so they outlive the object, then closes it.
+Napi::Value LoadObject(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>();
+  g_libbpf_log.clear();
+  struct bpf_object *obj = bpf_object__open_file(path.c_str(), nullptr);
+  int err = libbpf_get_error(obj);
+  if (err) throw ErrnoError(env, "bpf_object__open_file", err, path);
+  err = bpf_object__load(obj);
+  if (err) {
+    bpf_object__close(obj);
+    throw ErrnoError(env, "bpf_object__load", err, path);
+  }
+  Napi::Object maps = Napi::Object::New(env);
+  Napi::Object progs = Napi::Object::New(env);
+  struct bpf_map *map;
+  bpf_object__for_each_map(map, obj) {
+    if (bpf_map__is_internal(map)) continue;
+    maps.Set(bpf_map__name(map), Napi::Number::New(env, DupCloexec(bpf_map__fd(map))));
+  }
+  struct bpf_program *prog;
+  bpf_object__for_each_program(prog, obj) {
+    progs.Set(bpf_program__name(prog), Napi::Number::New(env, DupCloexec(bpf_program__fd(prog))));
+  }
+  bpf_object__close(obj);
+  g_libbpf_log.clear();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("maps", maps);
+  out.Set("progs", progs);
+  return out;
+}
+
+// structLayout(objPath, structName) -> { size, members: [{name, offset, size}] }
+// Read from the object's BTF without loading it: the source of truth the
+// TypeScript codecs are checked against.
+Napi::Value StructLayout(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>();
+  std::string name = info[1].As<Napi::String>();
+  g_libbpf_log.clear();
+  struct btf *btf = btf__parse_elf(path.c_str(), nullptr);
+  int err = libbpf_get_error(btf);
+  if (err) throw ErrnoError(env, "btf__parse_elf", err, path);
+  int id = btf__find_by_name_kind(btf, name.c_str(), BTF_KIND_STRUCT);
+  if (id < 0) {
+    btf__free(btf);
+    throw ErrnoError(env, "btf__find_by_name_kind", id, name);
+  }
+  const struct btf_type *t = btf__type_by_id(btf, id);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("size", Napi::Number::New(env, t->size));
+  Napi::Array members = Napi::Array::New(env);
+  const struct btf_member *m = btf_members(t);
+  for (unsigned i = 0; i < btf_vlen(t); i++, m++) {
+    Napi::Object mo = Napi::Object::New(env);
+    mo.Set("name", Napi::String::New(env, btf__name_by_offset(btf, m->name_off)));
+    mo.Set("offset", Napi::Number::New(env, btf_member_bit_offset(t, i) / 8));
+    mo.Set("size", Napi::Number::New(env, btf__resolve_size(btf, m->type)));
+    members.Set(i, mo);
+  }
+  out.Set("members", members);
+  btf__free(btf);
+  return out;
+}
+
+Napi::Value ObjPin(const Napi::CallbackInfo &info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  std::string path = info[1].As<Napi::String>();
+  g_libbpf_log.clear();
+  if (bpf_obj_pin(fd, path.c_str())) throw ErrnoError(info.Env(), "bpf_obj_pin", errno, path);
+  return info.Env().Undefined();
+}
+
+Napi::Value ObjGet(const Napi::CallbackInfo &info) {
+  std::string path = info[0].As<Napi::String>();
+  g_libbpf_log.clear();
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) throw ErrnoError(info.Env(), "bpf_obj_get", errno, path);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo &info) {
+  close(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+// linkCgroup(progFd, cgroupPath, attachType) -> link fd
+Napi::Value LinkCgroup(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int prog = info[0].As<Napi::Number>().Int32Value();
+  std::string path = info[1].As<Napi::String>();
+  enum bpf_attach_type type = AttachType(env, info[2].As<Napi::String>());
+  g_libbpf_log.clear();
+  int cg = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cg < 0) throw ErrnoError(env, "open cgroup", errno, path);
+  int link = bpf_link_create(prog, cg, type, nullptr);
+  int saved = errno;
+  close(cg);
+  if (link < 0) throw ErrnoError(env, "bpf_link_create", saved, path);
+  return Napi::Number::New(env, link);
+}
+
+// progAttach(progFd, targetFd, attachType) / progDetach(...): sk_msg on a sockhash
+Napi::Value ProgAttach(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int prog = info[0].As<Napi::Number>().Int32Value();
+  int target = info[1].As<Napi::Number>().Int32Value();
+  enum bpf_attach_type type = AttachType(env, info[2].As<Napi::String>());
+  g_libbpf_log.clear();
+  if (bpf_prog_attach(prog, target, type, 0)) throw ErrnoError(env, "bpf_prog_attach", errno);
+  return env.Undefined();
+}
+
+Napi::Value ProgDetach(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int prog = info[0].As<Napi::Number>().Int32Value();
+  int target = info[1].As<Napi::Number>().Int32Value();
+  enum bpf_attach_type type = AttachType(env, info[2].As<Napi::String>());
+  g_libbpf_log.clear();
+  if (bpf_prog_detach2(prog, target, type)) throw ErrnoError(env, "bpf_prog_detach2", errno);
+  return env.Undefined();
+}
+
+// progQuery(targetFd, attachType) -> [prog ids]; target: a cgroup dir fd or a map fd
+Napi::Value ProgQuery(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int target = info[0].As<Napi::Number>().Int32Value();
+  enum bpf_attach_type type = AttachType(env, info[1].As<Napi::String>());
+  __u32 ids[64];
+  __u32 count = 64, flags = 0;
+  g_libbpf_log.clear();
+  if (bpf_prog_query(target, type, 0, &flags, ids, &count)) throw ErrnoError(env, "bpf_prog_query", errno);
+  Napi::Array out = Napi::Array::New(env, count);
+  for (__u32 i = 0; i < count; i++) out.Set(i, Napi::Number::New(env, ids[i]));
+  return out;
+}
+
+Napi::Value OpenPath(const Napi::CallbackInfo &info) {
+  std::string path = info[0].As<Napi::String>();
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ErrnoError(info.Env(), "open", errno, path);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value ProgInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct bpf_prog_info pi = {};
+  __u32 len = sizeof(pi);
+  if (bpf_obj_get_info_by_fd(fd, &pi, &len)) throw ErrnoError(env, "bpf_obj_get_info_by_fd", errno);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("id", pi.id);
+  out.Set("type", pi.type);
+  out.Set("name", Napi::String::New(env, pi.name));
+  return out;
+}
+
+Napi::Value MapInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct bpf_map_info mi = {};
+  __u32 len = sizeof(mi);
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) throw ErrnoError(env, "bpf_obj_get_info_by_fd", errno);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("id", mi.id);
+  out.Set("type", mi.type);
+  out.Set("name", Napi::String::New(env, mi.name));
+  out.Set("keySize", mi.key_size);
+  out.Set("valueSize", mi.value_size);
+  out.Set("maxEntries", mi.max_entries);
+  return out;
+}
+
+Napi::Value LinkInfo(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct bpf_link_info li = {};
+  __u32 len = sizeof(li);
+  if (bpf_obj_get_info_by_fd(fd, &li, &len)) throw ErrnoError(env, "bpf_obj_get_info_by_fd", errno);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("id", li.id);
+  out.Set("progId", li.prog_id);
+  out.Set("type", li.type);
+  if (li.type == BPF_LINK_TYPE_CGROUP) out.Set("cgroupId", Napi::BigInt::New(env, (uint64_t)li.cgroup.cgroup_id));
+  return out;
+}
+
+Napi::Value LinkDetach(const Napi::CallbackInfo &info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (bpf_link_detach(fd)) throw ErrnoError(info.Env(), "bpf_link_detach", errno);
+  return info.Env().Undefined();
+}
+
+// mapLookup(fd, key, valueSize) -> Buffer | null (null on ENOENT)
+Napi::Value MapLookup(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> key = info[1].As<Napi::Buffer<uint8_t>>();
+  size_t vsize = info[2].As<Napi::Number>().Uint32Value();
+  Napi::Buffer<uint8_t> val = Napi::Buffer<uint8_t>::New(env, vsize);
+  if (bpf_map_lookup_elem(fd, key.Data(), val.Data())) {
+    if (errno == ENOENT) return env.Null();
+    throw ErrnoError(env, "bpf_map_lookup_elem", errno);
+  }
+  return val;
+}
+
+Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> key = info[1].As<Napi::Buffer<uint8_t>>();
+  Napi::Buffer<uint8_t> val = info[2].As<Napi::Buffer<uint8_t>>();
+  __u64 flags = info[3].As<Napi::Number>().Int64Value();
+  if (bpf_map_update_elem(fd, key.Data(), val.Data(), flags)) throw ErrnoError(env, "bpf_map_update_elem", errno);
+  return env.Undefined();
+}
+
+// mapDelete(fd, key) -> true if an entry was deleted, false if none existed
+Napi::Value MapDelete(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> key = info[1].As<Napi::Buffer<uint8_t>>();
+  if (bpf_map_delete_elem(fd, key.Data())) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    throw ErrnoError(env, "bpf_map_delete_elem", errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// mapNextKey(fd, key | null, keySize) -> Buffer | null at the end
+Napi::Value MapNextKey(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  size_t ksize = info[2].As<Napi::Number>().Uint32Value();
+  Napi::Buffer<uint8_t> next = Napi::Buffer<uint8_t>::New(env, ksize);
+  const void *cur = info[1].IsNull() ? nullptr : info[1].As<Napi::Buffer<uint8_t>>().Data();
+  if (bpf_map_get_next_key(fd, cur, next.Data())) {
+    if (errno == ENOENT) return env.Null();
+    throw ErrnoError(env, "bpf_map_get_next_key", errno);
+  }
+  return next;
+}
+
+Napi::Value PossibleCpus(const Napi::CallbackInfo &info) {
+  int n = libbpf_num_possible_cpus();
+  if (n < 0) throw ErrnoError(info.Env(), "libbpf_num_possible_cpus", n);
+  return Napi::Number::New(info.Env(), n);
+}
+
+// netnsCookie(nsPath) -> bigint. Enters the netns on this thread just long
+// enough to open a socket there, then returns; if it cannot return, the
+// process must not go on in the wrong namespace.
+Napi::Value NetnsCookie(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>();
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) throw ErrnoError(env, "open netns", errno, path);
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) {
+    int e = errno;
+    close(target);
+    throw ErrnoError(env, "open own netns", e);
+  }
+  if (setns(target, CLONE_NEWNET)) {
+    int e = errno;
+    close(target);
+    close(self);
+    throw ErrnoError(env, "setns", e, path);
+  }
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int sock_err = errno;
+  if (setns(self, CLONE_NEWNET)) abort();
+  close(target);
+  close(self);
+  if (sock < 0) throw ErrnoError(env, "socket in netns", sock_err, path);
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  int rc = getsockopt(sock, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int e = errno;
+  close(sock);
+  if (rc) throw ErrnoError(env, "getsockopt(SO_NETNS_COOKIE)", e);
+  return Napi::BigInt::New(env, cookie);
+}
+
+Napi::Value MountBpffs(const Napi::CallbackInfo &info) {
+  std::string path = info[0].As<Napi::String>();
+  if (mount("bpf", path.c_str(), "bpf", 0, "mode=0700")) throw ErrnoError(info.Env(), "mount bpffs", errno, path);
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  libbpf_set_print(CollectLibbpfLog);
+  exports.Set("loadObject", Napi::Function::New(env, LoadObject));
+  exports.Set("structLayout", Napi::Function::New(env, StructLayout));
+  exports.Set("objPin", Napi::Function::New(env, ObjPin));
+  exports.Set("objGet", Napi::Function::New(env, ObjGet));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd));
+  exports.Set("openPath", Napi::Function::New(env, OpenPath));
+  exports.Set("linkCgroup", Napi::Function::New(env, LinkCgroup));
+  exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
+  exports.Set("progAttach", Napi::Function::New(env, ProgAttach));
+  exports.Set("progDetach", Napi::Function::New(env, ProgDetach));
+  exports.Set("progQuery", Napi::Function::New(env, ProgQuery));
+  exports.Set("progInfo", Napi::Function::New(env, ProgInfo));
+  exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
+  exports.Set("linkInfo", Napi::Function::New(env, LinkInfo));
+  exports.Set("mapLookup", Napi::Function::New(env, MapLookup));
+  exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
+  exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
+  exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey));
+  exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));
+  exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie));
+  exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(sidecar_accel_native, Init)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the BPF object, the native addon and the TypeScript; each step is
+# incremental, so a second run with nothing changed does next to nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+make -s -C bpf
+
+# node-gyp would download Node's headers; build against the local ones.
+nodedir=${npm_config_nodedir:-$(node -p "require('path').resolve(process.execPath, '../..')")}
+if [[ ! -f $nodedir/include/node/node_api.h ]]; then
+  echo "build: Node headers not found under $nodedir/include/node (set npm_config_nodedir)" >&2
+  exit 1
+fi
+gyp="node_modules/.bin/node-gyp --silent --directory=native --nodedir=$nodedir"
+if [[ ! -f native/build/Makefile || native/binding.gyp -nt native/build/Makefile ]]; then
+  $gyp configure
+fi
+$gyp build
+
+node_modules/.bin/tsc -p tsconfig.json

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent setup run first by `npm test` and `npm run demo` on a fresh
+# Debian/Ubuntu machine: Debian packages that are missing, `npm ci` when the
+# lock file changed, then the build of bpf/, native/ and the TypeScript.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# clang/llvm/bpftool/libbpf-dev: build bpf/ and native/; iproute2, iptables,
+# procps: the pod topology of tests, demo and bench (ip netns, ss, nstat,
+# sysctl); haproxy: the real sidecar proxy of tests and bench; iperf3 and
+# sockperf: native timed clients of the bench; python3, make, g++, pkg-config:
+# node-gyp.
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables procps haproxy iperf3 sockperf
+          python3 make g++ pkg-config)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]]; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing Debian packages (${missing[*]}); run as root or install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci only when package-lock.json changed since the last one here.
+stamp=node_modules/.sidecar-accel-lock.sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi
+
+bash scripts/build.sh

@@ -1,0 +1,316 @@
+// The kernel side as one typed object: load (or adopt what is pinned),
+// attach, enable/disable a network namespace, read counters, close.
+//
+// Pins live under <pinRoot>/gen-<sha of the BPF object>/ so that a build with
+// a different object loads a generation of its own beside the old one, while
+// a restart of the same build adopts its pins instead of reloading (hitless).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  BPF_ANY, BPF_NOEXIST, defaultObjectPath, isNativeError, native, type NativeAddon,
+} from './native.js';
+import {
+  COUNTER_NAMES, EXPECTED_LAYOUTS, addPerCpuCounters, decodeConfig, decodeNetnsPolicy,
+  encodeConfig, encodeNetnsPolicy, encodeU32, encodeU64, layoutMismatches, zeroCounters,
+  type Counters, type NetnsPolicy, type NodeConfig,
+} from './layout.js';
+import { bpffsContaining, cgroup2Root, cgroupId } from './mounts.js';
+
+export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/sidecar-accel';
+
+const MAP_NAMES = [
+  'sock_hash', 'sock_state', 'peer_info', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters',
+] as const;
+type MapName = (typeof MAP_NAMES)[number];
+const PROG_SOCKOPS = 'accel_sockops';
+const PROG_MSG = 'accel_msg';
+const LINK_PIN = 'link_sockops';
+
+export interface DatapathOptions {
+  /** The compiled BPF object; default build/bpf/sidecar_accel.bpf.o. */
+  objectPath?: string;
+  /** cgroup v2 directory the sockops program is linked to; default the cgroup2 root. */
+  cgroupPath?: string;
+  /** bpffs directory holding every generation; default /sys/fs/bpf/sidecar-accel. */
+  pinRoot?: string;
+}
+
+export class DatapathError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DatapathError';
+  }
+}
+
+export interface Attachment {
+  cgroupPath: string;
+  sockopsLinked: boolean;
+  skMsgAttached: boolean;
+  /** Every program id linked to the cgroup for sockops, ours and others'. */
+  cgroupSockopsProgIds: number[];
+  ourProgIds: { sockops: number; msg: number };
+}
+
+export function objectGeneration(objectPath: string): string {
+  return crypto.createHash('sha256').update(fs.readFileSync(objectPath)).digest('hex').slice(0, 12);
+}
+
+/** Mounts bpffs at /sys/fs/bpf when the pin root is under it and nothing is mounted. */
+export function ensureBpffs(pinRoot: string, n: NativeAddon = native()): void {
+  if (bpffsContaining(pinRoot)) return;
+  const base = '/sys/fs/bpf';
+  if (pinRoot === base || pinRoot.startsWith(base + '/')) {
+    try {
+      n.mountBpffs(base);
+      return;
+    } catch (e) {
+      throw new DatapathError(`no bpffs at ${base} and mounting one failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  throw new DatapathError(`pin directory ${pinRoot} is not on a bpffs mount`);
+}
+
+export class Datapath {
+  private readonly n: NativeAddon;
+  private readonly cpus: number;
+  private closed = false;
+
+  private constructor(
+    readonly generation: string,
+    readonly pinDir: string,
+    readonly cgroupPath: string,
+    /** True when this open adopted pins left by an earlier process. */
+    readonly adopted: boolean,
+    private readonly maps: Record<MapName, number>,
+    private readonly progs: { sockops: number; msg: number },
+    private readonly link: number,
+  ) {
+    this.n = native();
+    this.cpus = this.n.possibleCpus();
+  }
+
+  /** Loads and attaches, or adopts the pins of the same generation. */
+  static open(opts: DatapathOptions = {}): Datapath {
+    const n = native();
+    const objectPath = opts.objectPath ?? defaultObjectPath;
+    const pinRoot = opts.pinRoot ?? DEFAULT_PIN_ROOT;
+    const cgroupPath = opts.cgroupPath ?? cgroup2Root();
+    if (!fs.existsSync(objectPath)) throw new DatapathError(`BPF object ${objectPath} not found: run npm run build`);
+    ensureBpffs(pinRoot, n);
+    const generation = objectGeneration(objectPath);
+    const pinDir = path.join(pinRoot, `gen-${generation}`);
+    if (fs.existsSync(path.join(pinDir, LINK_PIN))) return Datapath.adopt(n, generation, pinDir, cgroupPath);
+    return Datapath.load(n, objectPath, generation, pinDir, cgroupPath);
+  }
+
+  private static checkLayouts(n: NativeAddon, objectPath: string): void {
+    const problems = Object.keys(EXPECTED_LAYOUTS).flatMap((name) => layoutMismatches(name, n.structLayout(objectPath, name)));
+    if (problems.length) {
+      throw new DatapathError(`BPF object and TypeScript codecs disagree (bpf/accel_maps.h vs src/datapath/layout.ts):\n  ${problems.join('\n  ')}`);
+    }
+  }
+
+  private static load(n: NativeAddon, objectPath: string, generation: string, pinDir: string, cgroupPath: string): Datapath {
+    Datapath.checkLayouts(n, objectPath);
+    let loaded;
+    try {
+      loaded = n.loadObject(objectPath);
+    } catch (e) {
+      throw new DatapathError(`loading ${objectPath} failed (kernel too old or BPF not permitted?): ${(e as Error).message}`, { cause: e });
+    }
+    const fds = [...Object.values(loaded.maps), ...Object.values(loaded.progs)];
+    const pinned: string[] = [];
+    let link = -1;
+    let msgAttached = false;
+    try {
+      const maps = {} as Record<MapName, number>;
+      for (const name of MAP_NAMES) {
+        const fd = loaded.maps[name];
+        if (fd === undefined) throw new DatapathError(`BPF object has no map ${name}`);
+        maps[name] = fd;
+      }
+      const sockops = loaded.progs[PROG_SOCKOPS];
+      const msg = loaded.progs[PROG_MSG];
+      if (sockops === undefined || msg === undefined) throw new DatapathError('BPF object lacks its programs');
+      // Settings before attach: a program that runs sees a complete config.
+      n.mapUpdate(maps.accel_cfg, encodeU32(0), encodeConfig({ crossPod: false, keepaliveIdleSeconds: 0 }), BPF_ANY);
+      n.progAttach(msg, maps.sock_hash, 'sk_msg_verdict');
+      msgAttached = true;
+      link = n.linkCgroup(sockops, cgroupPath, 'cgroup_sock_ops');
+      fs.mkdirSync(pinDir, { recursive: true, mode: 0o700 });
+      const pin = (fd: number, name: string) => {
+        const p = path.join(pinDir, name);
+        n.objPin(fd, p);
+        pinned.push(p);
+      };
+      for (const name of MAP_NAMES) pin(maps[name], `map_${name}`);
+      pin(sockops, `prog_${PROG_SOCKOPS}`);
+      pin(msg, `prog_${PROG_MSG}`);
+      pin(link, LINK_PIN); // last: its presence marks a complete generation
+      for (const fd of Object.values(loaded.progs)) if (fd !== sockops && fd !== msg) n.closeFd(fd);
+      return new Datapath(generation, pinDir, cgroupPath, false, maps, { sockops, msg }, link);
+    } catch (e) {
+      // Never partial: undo what this call did.
+      if (link >= 0) { try { n.linkDetach(link); } catch { /* already gone */ } n.closeFd(link); }
+      if (msgAttached && loaded.maps.sock_hash !== undefined && loaded.progs[PROG_MSG] !== undefined) {
+        try { n.progDetach(loaded.progs[PROG_MSG], loaded.maps.sock_hash, 'sk_msg_verdict'); } catch { /* gone */ }
+      }
+      for (const p of pinned) fs.rmSync(p, { force: true });
+      try { fs.rmdirSync(pinDir); } catch { /* not created or not empty */ }
+      for (const fd of fds) n.closeFd(fd);
+      if (e instanceof DatapathError) throw e;
+      throw new DatapathError(`attaching the datapath to ${cgroupPath} failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private static adopt(n: NativeAddon, generation: string, pinDir: string, cgroupPath: string): Datapath {
+    const opened: number[] = [];
+    const get = (name: string) => {
+      const fd = n.objGet(path.join(pinDir, name));
+      opened.push(fd);
+      return fd;
+    };
+    try {
+      const maps = {} as Record<MapName, number>;
+      for (const name of MAP_NAMES) maps[name] = get(`map_${name}`);
+      const sockops = get(`prog_${PROG_SOCKOPS}`);
+      const msg = get(`prog_${PROG_MSG}`);
+      const link = get(LINK_PIN);
+      const li = n.linkInfo(link);
+      const want = cgroupId(cgroupPath);
+      if (li.cgroupId !== undefined && li.cgroupId !== want) {
+        throw new DatapathError(`pinned generation ${pinDir} is linked to cgroup id ${li.cgroupId}, not ${cgroupPath} (id ${want})`);
+      }
+      const dp = new Datapath(generation, pinDir, cgroupPath, true, maps, { sockops, msg }, link);
+      // An sk_msg program stays on the pinned sockhash; re-attach if someone took it off.
+      if (!dp.attachment().skMsgAttached) n.progAttach(msg, maps.sock_hash, 'sk_msg_verdict');
+      return dp;
+    } catch (e) {
+      for (const fd of opened) n.closeFd(fd);
+      if (e instanceof DatapathError) throw e;
+      throw new DatapathError(`adopting pinned datapath ${pinDir} failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private live(): void {
+    if (this.closed) throw new DatapathError('datapath is closed');
+  }
+
+  /** Pairs new connections of this netns from now on (updates in place when enabled). */
+  enable(netnsCookie: bigint, opts: { excludePorts?: number[] } = {}): void {
+    this.live();
+    const key = encodeU64(netnsCookie);
+    const zero = Buffer.alloc(EXPECTED_LAYOUTS.accel_counters!.size * this.cpus);
+    try {
+      this.n.mapUpdate(this.maps.netns_counters, key, zero, BPF_NOEXIST);
+    } catch (e) {
+      if (!(isNativeError(e) && e.code === 'EEXIST')) throw e;
+    }
+    this.n.mapUpdate(this.maps.netns_policy, key, encodeNetnsPolicy({ enabled: true, excludePorts: opts.excludePorts ?? [] }), BPF_ANY);
+  }
+
+  /**
+   * No new pairing in this netns, and each paired socket's next send goes to
+   * TCP for good (order-safe: its redirected bytes are read first). Nothing is
+   * deleted from the sockhash: that would free unread redirected bytes.
+   * Returns false when the netns was not enabled.
+   */
+  disable(netnsCookie: bigint, opts: { keepCounters?: boolean } = {}): boolean {
+    this.live();
+    const key = encodeU64(netnsCookie);
+    const was = this.n.mapDelete(this.maps.netns_policy, key);
+    if (!opts.keepCounters) this.n.mapDelete(this.maps.netns_counters, key);
+    return was;
+  }
+
+  enabledNetns(): Map<bigint, NetnsPolicy> {
+    this.live();
+    const out = new Map<bigint, NetnsPolicy>();
+    const size = EXPECTED_LAYOUTS.accel_netns_policy!.size;
+    for (let k = this.n.mapNextKey(this.maps.netns_policy, null, 8); k; k = this.n.mapNextKey(this.maps.netns_policy, k, 8)) {
+      const v = this.n.mapLookup(this.maps.netns_policy, k, size);
+      if (v) out.set(k.readBigUInt64LE(0), decodeNetnsPolicy(v));
+    }
+    return out;
+  }
+
+  setConfig(cfg: NodeConfig): void {
+    this.live();
+    this.n.mapUpdate(this.maps.accel_cfg, encodeU32(0), encodeConfig(cfg), BPF_ANY);
+  }
+
+  config(): NodeConfig {
+    this.live();
+    const v = this.n.mapLookup(this.maps.accel_cfg, encodeU32(0), 8);
+    if (!v) throw new DatapathError('config map has no entry 0');
+    return decodeConfig(v);
+  }
+
+  /** Node-wide counters since the generation was loaded (they live in the pinned maps). */
+  counters(): Counters {
+    this.live();
+    const out = zeroCounters();
+    COUNTER_NAMES.forEach((name, i) => {
+      const v = this.n.mapLookup(this.maps.counters, encodeU32(i), 8 * this.cpus);
+      if (v) for (let cpu = 0; cpu < this.cpus; cpu++) out[name] += v.readBigUInt64LE(8 * cpu);
+    });
+    return out;
+  }
+
+  /** Counters of one enabled netns, or null when it has none. */
+  netnsCounters(netnsCookie: bigint): Counters | null {
+    this.live();
+    const slot = EXPECTED_LAYOUTS.accel_counters!.size;
+    const v = this.n.mapLookup(this.maps.netns_counters, encodeU64(netnsCookie), slot * this.cpus);
+    if (!v) return null;
+    const out = zeroCounters();
+    addPerCpuCounters(out, v, this.cpus, slot);
+    return out;
+  }
+
+  /** What the kernel says is attached, by program id (not by our bookkeeping). */
+  attachment(): Attachment {
+    this.live();
+    const sockopsId = this.n.progInfo(this.progs.sockops).id;
+    const msgId = this.n.progInfo(this.progs.msg).id;
+    const cg = this.n.openPath(this.cgroupPath);
+    let cgIds: number[];
+    try {
+      cgIds = this.n.progQuery(cg, 'cgroup_sock_ops');
+    } finally {
+      this.n.closeFd(cg);
+    }
+    const msgIds = this.n.progQuery(this.maps.sock_hash, 'sk_msg_verdict');
+    return {
+      cgroupPath: this.cgroupPath,
+      sockopsLinked: cgIds.includes(sockopsId),
+      skMsgAttached: msgIds.includes(msgId),
+      cgroupSockopsProgIds: cgIds,
+      ourProgIds: { sockops: sockopsId, msg: msgId },
+    };
+  }
+
+  /** Closes this process's handles; the pinned datapath keeps working. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const fd of [...Object.values(this.maps), this.progs.sockops, this.progs.msg, this.link]) this.n.closeFd(fd);
+  }
+
+  /**
+   * Detaches and unpins this generation. Sockets already paired keep the
+   * programs they were linked with and go on working until they close.
+   */
+  uninstall(): void {
+    this.live();
+    try { this.n.linkDetach(this.link); } catch (e) { if (!(isNativeError(e) && e.code === 'ENOLINK')) throw e; }
+    try {
+      this.n.progDetach(this.progs.msg, this.maps.sock_hash, 'sk_msg_verdict');
+    } catch (e) {
+      if (!(isNativeError(e) && e.code === 'ENOENT')) throw e;
+    }
+    this.close();
+    fs.rmSync(this.pinDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,146 @@
+// Codecs for the map keys and values of bpf/accel_maps.h. The offsets here
+// are checked against the BTF of the object at open (checkLayouts), so the
+// two languages cannot drift apart silently (DESIGN.md 4.9).
+import type { StructLayout } from './native.js';
+
+export const ROLE_CLIENT = 1;
+export const ROLE_SERVER = 2;
+export const NETNS_ENABLED = 1;
+export const CFG_CROSS_POD = 1;
+export const MAX_EXCLUDE_PORTS = 16;
+
+/** Counter names in enum accel_counter order. */
+export const COUNTER_NAMES = [
+  'socketsSeen', 'socketsRegistered', 'socketsPaired', 'pairingMisses',
+  'redirectedMessages', 'redirectedBytes', 'tcpMessages',
+  'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
+  'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict',
+] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export type Counters = Record<CounterName, bigint>;
+
+interface FieldSpec { name: string; offset: number; size: number }
+
+/** The layouts this file encodes; each must equal the object's BTF. */
+export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec[] }> = {
+  accel_conn_key: {
+    size: 40,
+    members: [
+      { name: 'scope', offset: 0, size: 8 },
+      { name: 'client_ip', offset: 8, size: 16 },
+      { name: 'client_seq', offset: 24, size: 4 },
+      { name: 'server_seq', offset: 28, size: 4 },
+      { name: 'client_port', offset: 32, size: 2 },
+      { name: 'role', offset: 34, size: 1 },
+      { name: 'pad0', offset: 35, size: 1 },
+      { name: 'pad1', offset: 36, size: 4 },
+    ],
+  },
+  accel_netns_policy: {
+    size: 8 + 2 * MAX_EXCLUDE_PORTS,
+    members: [
+      { name: 'flags', offset: 0, size: 4 },
+      { name: 'exclude_count', offset: 4, size: 4 },
+      { name: 'exclude_ports', offset: 8, size: 2 * MAX_EXCLUDE_PORTS },
+    ],
+  },
+  accel_config: {
+    size: 8,
+    members: [
+      { name: 'flags', offset: 0, size: 4 },
+      { name: 'keepalive_idle_s', offset: 4, size: 4 },
+    ],
+  },
+  accel_peer_info: {
+    size: 16,
+    members: [
+      { name: 'psock', offset: 0, size: 8 },
+      { name: 'netns_cookie', offset: 8, size: 8 },
+    ],
+  },
+  accel_counters: {
+    size: 8 * COUNTER_NAMES.length,
+    members: [{ name: 'v', offset: 0, size: 8 * COUNTER_NAMES.length }],
+  },
+};
+
+/** Differences between what this file encodes and the object's BTF; empty when equal. */
+export function layoutMismatches(name: string, actual: StructLayout): string[] {
+  const want = EXPECTED_LAYOUTS[name];
+  if (!want) return [`no codec for struct ${name}`];
+  const out: string[] = [];
+  if (want.size !== actual.size) out.push(`struct ${name}: size ${actual.size}, codec expects ${want.size}`);
+  const got = new Map(actual.members.map((m) => [m.name, m]));
+  for (const m of want.members) {
+    const a = got.get(m.name);
+    if (!a) out.push(`struct ${name}: no member ${m.name}`);
+    else if (a.offset !== m.offset || a.size !== m.size) {
+      out.push(`struct ${name}.${m.name}: offset ${a.offset} size ${a.size}, codec expects offset ${m.offset} size ${m.size}`);
+    }
+  }
+  for (const a of actual.members) {
+    if (!want.members.some((m) => m.name === a.name)) out.push(`struct ${name}: member ${a.name} has no codec`);
+  }
+  return out;
+}
+
+export function encodeU64(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v);
+  return b;
+}
+
+export function encodeU32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+}
+
+export interface NetnsPolicy { enabled: boolean; excludePorts: number[] }
+
+export function encodeNetnsPolicy(p: NetnsPolicy): Buffer {
+  if (p.excludePorts.length > MAX_EXCLUDE_PORTS) {
+    throw new RangeError(`at most ${MAX_EXCLUDE_PORTS} excluded ports, got ${p.excludePorts.length}`);
+  }
+  const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_netns_policy!.size);
+  b.writeUInt32LE(p.enabled ? NETNS_ENABLED : 0, 0);
+  b.writeUInt32LE(p.excludePorts.length, 4);
+  p.excludePorts.forEach((port, i) => {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`bad port ${port}`);
+    b.writeUInt16LE(port, 8 + 2 * i);
+  });
+  return b;
+}
+
+export function decodeNetnsPolicy(b: Buffer): NetnsPolicy {
+  const n = Math.min(b.readUInt32LE(4), MAX_EXCLUDE_PORTS);
+  const ports: number[] = [];
+  for (let i = 0; i < n; i++) ports.push(b.readUInt16LE(8 + 2 * i));
+  return { enabled: (b.readUInt32LE(0) & NETNS_ENABLED) !== 0, excludePorts: ports };
+}
+
+export interface NodeConfig { crossPod: boolean; keepaliveIdleSeconds: number }
+
+export function encodeConfig(c: NodeConfig): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(c.crossPod ? CFG_CROSS_POD : 0, 0);
+  b.writeUInt32LE(c.keepaliveIdleSeconds, 4);
+  return b;
+}
+
+export function decodeConfig(b: Buffer): NodeConfig {
+  return { crossPod: (b.readUInt32LE(0) & CFG_CROSS_POD) !== 0, keepaliveIdleSeconds: b.readUInt32LE(4) };
+}
+
+export function zeroCounters(): Counters {
+  return Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0n])) as Counters;
+}
+
+/** Sums a per-CPU value buffer of `cpus` slots of `slot` bytes into counters at `base`. */
+export function addPerCpuCounters(into: Counters, buf: Buffer, cpus: number, slot: number): void {
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    COUNTER_NAMES.forEach((name, i) => {
+      into[name] += buf.readBigUInt64LE(cpu * slot + 8 * i);
+    });
+  }
+}

@@ -1,0 +1,80 @@
+// Typed view of the native addon (native/src/addon.cc). The addon throws
+// Errors carrying `op`, `errno` and `code`; isNativeError narrows to them.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export type AttachType = 'cgroup_sock_ops' | 'sk_msg_verdict';
+
+export interface LoadedObject {
+  maps: Record<string, number>;
+  progs: Record<string, number>;
+}
+
+export interface StructLayout {
+  size: number;
+  members: { name: string; offset: number; size: number }[];
+}
+
+export interface MapInfo {
+  id: number; type: number; name: string; keySize: number; valueSize: number; maxEntries: number;
+}
+
+export interface ProgInfo { id: number; type: number; name: string }
+export interface LinkInfo { id: number; progId: number; type: number; cgroupId?: bigint }
+
+export interface NativeAddon {
+  loadObject(path: string): LoadedObject;
+  structLayout(objPath: string, structName: string): StructLayout;
+  objPin(fd: number, path: string): void;
+  objGet(path: string): number;
+  closeFd(fd: number): void;
+  openPath(path: string): number;
+  linkCgroup(progFd: number, cgroupPath: string, type: AttachType): number;
+  linkDetach(linkFd: number): void;
+  progAttach(progFd: number, targetFd: number, type: AttachType): void;
+  progDetach(progFd: number, targetFd: number, type: AttachType): void;
+  progQuery(targetFd: number, type: AttachType): number[];
+  progInfo(fd: number): ProgInfo;
+  mapInfo(fd: number): MapInfo;
+  linkInfo(fd: number): LinkInfo;
+  mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
+  mapDelete(fd: number, key: Buffer): boolean;
+  mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
+  possibleCpus(): number;
+  netnsCookie(nsPath: string): bigint;
+  mountBpffs(path: string): void;
+}
+
+export interface NativeError extends Error {
+  op: string;
+  errno: number;
+  code: string;
+}
+
+export function isNativeError(e: unknown): e is NativeError {
+  return e instanceof Error && typeof (e as Partial<NativeError>).errno === 'number'
+    && typeof (e as Partial<NativeError>).op === 'string';
+}
+
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const addonPath = path.join(repoRoot, 'native/build/Release/sidecar_accel_native.node');
+export const defaultObjectPath = path.join(repoRoot, 'build/bpf/sidecar_accel.bpf.o');
+
+let cached: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  if (!cached) {
+    const require = createRequire(import.meta.url);
+    try {
+      cached = require(addonPath) as NativeAddon;
+    } catch (e) {
+      throw new Error(`native addon not built (${addonPath}): run npm run build`, { cause: e });
+    }
+  }
+  return cached;
+}

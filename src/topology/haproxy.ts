@@ -1,0 +1,48 @@
+// HAProxy configuration of a sidecar: Envoy's two listeners in TCP mode.
+// Splicing stays off (nosplice): a receiver reading with splice() stalls on
+// redirected bytes (DESIGN.md 4, kernel facts).
+import { PROXY_UID } from './istio-rules.js';
+
+export interface SidecarRoutes {
+  /** Where outbound (15001) connections go, "host:port" per family. */
+  upstream4?: string;
+  upstream6?: string;
+  /** The app's port in this pod, reached by inbound (15006) from 127.0.0.6 / ::6. */
+  appPort?: number;
+  /** HAProxy mode; "tcp" unless a bench needs "http". */
+  mode?: 'tcp' | 'http';
+}
+
+export function haproxyConfig(routes: SidecarRoutes, pod: { ip4: string; ip6: string }, pidFile: string): string {
+  const lines = [
+    'global',
+    `  uid ${PROXY_UID}`,
+    `  gid ${PROXY_UID}`,
+    `  pidfile ${pidFile}`,
+    '  maxconn 8000',
+    '  nbthread 1',
+    '  nosplice',
+    'defaults',
+    `  mode ${routes.mode ?? 'tcp'}`,
+    '  timeout connect 5s',
+    '  timeout client 10m',
+    '  timeout server 10m',
+  ];
+  const frontend = (name: string, bind: string, backend: string) =>
+    lines.push(`frontend ${name}`, `  bind ${bind}`, `  default_backend ${backend}`);
+  if (routes.upstream4) {
+    frontend('outbound4', '0.0.0.0:15001', 'upstream4');
+    lines.push('backend upstream4', `  server u ${routes.upstream4}`);
+  }
+  if (routes.upstream6) {
+    frontend('outbound6', ':::15001 v6only', 'upstream6');
+    lines.push('backend upstream6', `  server u ${routes.upstream6}`);
+  }
+  if (routes.appPort) {
+    frontend('inbound4', '0.0.0.0:15006', 'app4');
+    lines.push('backend app4', `  server app ${pod.ip4}:${routes.appPort} source 127.0.0.6`);
+    frontend('inbound6', ':::15006 v6only', 'app6');
+    lines.push('backend app6', `  server app [${pod.ip6}]:${routes.appPort} source [::6]`);
+  }
+  return lines.join('\n') + '\n';
+}
