@@ -20,7 +20,7 @@
  * socket and a plain IPv4 socket of the same connection compute the same key.
  */
 struct accel_conn_key {
-	__u64 scope;         /* netns cookie, or 0 for the node-wide (cross-pod) key */
+	__u64 scope;         /* netns cookie for a loopback client address, else 0 (node-wide) */
 	__u32 client_ip[4];  /* the active opener's address: shared by both ends under REDIRECT */
 	__u32 client_seq;    /* client snd_nxt at ESTABLISHED == server rcv_nxt (ISN + 1) */
 	__u32 server_seq;    /* server snd_nxt at ESTABLISHED == client rcv_nxt */
@@ -76,6 +76,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_EARLY_DATA,   /* bytes went over TCP before ESTABLISHED (TFO) */
 	ACCEL_CNT_FALLBACK_REPAIR,       /* TCP_REPAIR socket: never registered */
 	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken: never registered */
+	ACCEL_CNT_FALLBACK_CROSS_POD,    /* the other end is in another pod, cross-pod off */
 	ACCEL_CNT_MAX
 };
 

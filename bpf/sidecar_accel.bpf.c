@@ -41,8 +41,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Per-socket state kept by the kernel with the socket (freed with it). */
-#define SOCK_REGISTERED 1u  /* in sock_hash under key (and scope 0 if SOCK_GLOBAL) */
-#define SOCK_GLOBAL 2u      /* also registered node-wide for cross-pod pairing */
+#define SOCK_REGISTERED 1u  /* in sock_hash under key */
 #define SOCK_TX_CLEAN 4u    /* at ESTABLISHED nothing of ours had gone over TCP */
 #define SOCK_PAIRED 8u      /* counting only: first redirect already counted */
 
@@ -201,7 +200,6 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		return;
 	__builtin_memset(st, 0, sizeof(*st));
 	st->netns_cookie = netns;
-	st->key.scope = netns;
 	st->key.role = role;
 	/* Context fields are read at constant offsets only (verifier rule). */
 	lip4 = CTX(skops->local_ip4);
@@ -226,6 +224,14 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		st->key.client_seq = skops->rcv_nxt;
 		st->key.server_seq = skops->snd_nxt;
 	}
+	/*
+	 * I1: a loopback client address is unique only inside its netns, so its
+	 * key carries the netns cookie; a pod address is unique on the node, and a
+	 * node-wide key lets sidecars of two pods meet (used only when cross-pod
+	 * pairing is on, checked at send time). One key per socket: the kernel
+	 * refuses a second sockhash entry for a socket whose psock has a msg prog.
+	 */
+	st->key.scope = is_loopback(st->key.client_ip) ? netns : 0;
 	/*
 	 * I2: bytes this end queued or sent before ESTABLISHED (TCP Fast Open data
 	 * in the SYN, or queued behind it) are already TCP's; this direction stays
@@ -256,19 +262,6 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	if (!cfg)
 		return;
 	/*
-	 * Cross-pod: the two ends live in different netns, so they meet under scope
-	 * 0. Only a non-loopback client address is unique across the node (I1).
-	 */
-	if ((cfg->flags & ACCEL_CFG_CROSS_POD) && !is_loopback(st->key.client_ip)) {
-		struct accel_conn_key global = st->key;
-
-		global.scope = 0;
-		if (!bpf_sock_hash_update(skops, &sock_hash, &global, BPF_NOEXIST)) {
-			st->flags |= SOCK_GLOBAL;
-			bpf_map_update_elem(&peer_info, &global, &info, BPF_ANY);
-		}
-	}
-	/*
 	 * A paired connection sends no packets, so the pod's conntrack entry can
 	 * expire and its FIN would then miss the NAT. Keepalive probes (only sent
 	 * while TCP sees the connection idle) keep the entry fresh. An application
@@ -296,12 +289,6 @@ static __always_inline void unpublish(struct bpf_sock_ops *skops)
 	if (!st || !(st->flags & SOCK_REGISTERED))
 		return;
 	bpf_map_delete_elem(&peer_info, &st->key);
-	if (st->flags & SOCK_GLOBAL) {
-		struct accel_conn_key global = st->key;
-
-		global.scope = 0;
-		bpf_map_delete_elem(&peer_info, &global);
-	}
 }
 
 SEC("sockops")
@@ -326,8 +313,10 @@ int accel_sockops(struct bpf_sock_ops *skops)
  * The peer may take this message: enabled, no ULP, room in its queue (I3, I4).
  * Returns ACCEL_CNT_MAX to allow, else the fallback counter that refused.
  */
-static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key, __u32 size)
+static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key, __u64 netns, __u32 size)
 {
+	struct accel_config *cfg;
+	__u32 zero = 0;
 	struct accel_netns_policy *policy;
 	struct accel_peer_info *info;
 	struct sk_psock *psock;
@@ -338,6 +327,12 @@ static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key,
 	info = bpf_map_lookup_elem(&peer_info, peer_key);
 	if (!info || !info->psock)
 		return ACCEL_CNT_FALLBACK_NO_PEER;
+	/* DESIGN.md 4.5: the two ends in different pods pair only when opted in. */
+	if (info->netns_cookie != netns) {
+		cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+		if (!cfg || !(cfg->flags & ACCEL_CFG_CROSS_POD))
+			return ACCEL_CNT_FALLBACK_CROSS_POD;
+	}
 	policy = bpf_map_lookup_elem(&netns_policy, &info->netns_cookie);
 	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED))
 		return ACCEL_CNT_FALLBACK_DISABLED;
@@ -405,12 +400,9 @@ int accel_msg(struct sk_msg_md *msg)
 
 	peer_key = st->key;
 	peer_key.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
-	refusal = peer_refusal(&peer_key, msg->size);
-	if (refusal == ACCEL_CNT_FALLBACK_NO_PEER && (st->flags & SOCK_GLOBAL)) {
-		peer_key.scope = 0;
-		refusal = peer_refusal(&peer_key, msg->size);
-	}
-	if (refusal == ACCEL_CNT_FALLBACK_NO_PEER && !(st->flags & SOCK_PAIRED))
+	refusal = peer_refusal(&peer_key, netns, msg->size);
+	if ((refusal == ACCEL_CNT_FALLBACK_NO_PEER || refusal == ACCEL_CNT_FALLBACK_CROSS_POD) &&
+	    !(st->flags & SOCK_PAIRED))
 		count(netns, ACCEL_CNT_PAIRING_MISSES, 1);
 	if (refusal < ACCEL_CNT_MAX) {
 		count(netns, refusal, 1);

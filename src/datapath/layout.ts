@@ -14,7 +14,7 @@ export const COUNTER_NAMES = [
   'socketsSeen', 'socketsRegistered', 'socketsPaired', 'pairingMisses',
   'redirectedMessages', 'redirectedBytes', 'tcpMessages',
   'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
-  'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict',
+  'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict', 'fallbackCrossPod',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, bigint>;
