@@ -238,7 +238,8 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	 * TCP. The other direction may still be redirected.
 	 */
 	st->base_write_seq = BPF_CORE_READ(tp, write_seq);
-	if (skops->data_segs_out == 0 && st->base_write_seq == skops->snd_nxt)
+	if (skops->data_segs_out == 0 && st->base_write_seq == skops->snd_nxt &&
+	    !BPF_CORE_READ_BITFIELD_PROBED(tp, syn_data))
 		st->flags |= SOCK_TX_CLEAN;
 	else
 		count(netns, ACCEL_CNT_FALLBACK_EARLY_DATA, 1);

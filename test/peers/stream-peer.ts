@@ -3,8 +3,11 @@
 // received. Every stream starts with its sender's 8-byte id so the test can
 // match the two ends' reports. Output: JSON lines on stdout.
 //
-//   server --listen HOST:PORT --bytes N [--max-write B]
-//   client --connect HOST:PORT --bytes N [--conns C] [--concurrency K] [--max-write B]
+//   server --listen HOST:PORT --bytes N [--max-write B] [--end-after-peer 1]
+//   client --connect HOST:PORT --bytes N [--conns C] [--concurrency K] [--max-write B] [--hold 1 --expect N]
+//
+// --hold: once it has sent everything and received N bytes, print
+// {"event":"holding"} and keep its write side open until SIGUSR1, so a test can inspect live sockets (ss).
 import crypto from 'node:crypto';
 import net from 'node:net';
 
@@ -41,18 +44,32 @@ export interface StreamReport {
 }
 
 /** Drives one connection: sends `total` bytes then half-closes; hashes what arrives. */
-function runStream(sock: net.Socket, role: 'client' | 'server', total: number, maxWrite: number): Promise<StreamReport> {
+interface StreamOptions {
+  /** Client: once `expect` bytes arrived and all was sent, emit "holding" and wait for this. */
+  hold?: Promise<void>;
+  expect?: number;
+  /** Server: half-close only after the client did, so every hop stays open meanwhile. */
+  endAfterPeer?: boolean;
+}
+
+function runStream(sock: net.Socket, role: 'client' | 'server', total: number, maxWrite: number, opts: StreamOptions = {}): Promise<StreamReport> {
+  const { hold, expect = 0, endAfterPeer = false } = opts;
   const id = crypto.randomBytes(8);
   const sentHash = crypto.createHash('sha256');
   const recvHash = crypto.createHash('sha256');
   let recvBytes = 0;
   let head = Buffer.alloc(0);
+  let gotExpected: () => void = () => {};
+  const expected = new Promise<void>((resolve) => { gotExpected = resolve; });
+  if (expect === 0) gotExpected();
   let error: string | undefined;
   sock.on('data', (d: Buffer) => {
     recvHash.update(d);
     recvBytes += d.length;
+    if (recvBytes >= expect) gotExpected();
     if (head.length < 8) head = Buffer.concat([head, d.subarray(0, 8 - head.length)]);
   });
+  const peerEnded = new Promise<void>((resolve) => sock.once('end', () => resolve()));
   const sent = new Promise<number>((resolve) => {
     let sentBytes = 0;
     const first = id;
@@ -68,8 +85,10 @@ function runStream(sock: net.Socket, role: 'client' | 'server', total: number, m
         sentBytes += n;
         if (!sock.write(chunk)) { sock.once('drain', pump); return; }
       }
-      sock.end();
-      resolve(sentBytes);
+      const finish = () => { sock.end(); resolve(sentBytes); };
+      if (hold) void expected.then(() => { emit({ event: 'holding' }); return hold; }).then(finish);
+      else if (endAfterPeer) void peerEnded.then(finish);
+      else finish();
     };
     pump();
   });
@@ -94,7 +113,7 @@ async function server(args: Args): Promise<void> {
   const total = Number(args.bytes ?? 0);
   const maxWrite = Number(args['max-write'] ?? 65536);
   const srv = net.createServer({ allowHalfOpen: true }, (sock) => {
-    void runStream(sock, 'server', total, maxWrite).then(emit);
+    void runStream(sock, 'server', total, maxWrite, { endAfterPeer: args['end-after-peer'] === '1' }).then(emit);
   });
   srv.listen({ host, port, backlog: 4096 }, () => emit({ event: 'ready' }));
   process.on('SIGTERM', () => process.exit(0));
@@ -106,6 +125,8 @@ async function client(args: Args): Promise<void> {
   const conns = Number(args.conns ?? 1);
   const concurrency = Number(args.concurrency ?? 1);
   const maxWrite = Number(args['max-write'] ?? 65536);
+  const expect = Number(args.expect ?? 0);
+  const hold = args.hold ? new Promise<void>((resolve) => process.once('SIGUSR1', () => resolve())) : undefined;
   let next = 0;
   const worker = async () => {
     while (next < conns) {
@@ -113,7 +134,7 @@ async function client(args: Args): Promise<void> {
       const sock = net.connect({ host, port, allowHalfOpen: true });
       await new Promise<void>((resolve) => {
         // Write as soon as the handshake completes: the racy case for pairing.
-        sock.once('connect', () => { void runStream(sock, 'client', total, maxWrite).then((r) => { emit(r); resolve(); }); });
+        sock.once('connect', () => { void runStream(sock, 'client', total, maxWrite, { hold, expect }).then((r) => { emit(r); resolve(); }); });
         sock.once('error', (e) => {
           if (!sock.connecting) return;
           emit({ role: 'client', id: '', peerId: '', sentBytes: -1, sentSha: '', recvBytes: 0, recvSha: '', error: e.message });

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Socket-semantics cases for the real-kernel tests, run inside one pod.
+
+Each case opens a listener on 127.0.0.1, connects to it from the same
+process, does one thing and prints what the application observed as one
+JSON object. The test runs every case on an accelerated pod and on a plain
+one and asserts the observations are equal. Python because these calls
+(MSG_PEEK, FIONREAD, epoll, sendfile, TCP Fast Open, TCP_DEFER_ACCEPT,
+SO_LINGER) are not reachable from Node.
+
+usage: sockcases.py CASE [PORT]
+"""
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import tempfile
+import termios
+
+HOST = "127.0.0.1"
+
+
+def listener(port, opts=()):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for level, name, value in opts:
+        s.setsockopt(level, name, value)
+    s.bind((HOST, port))
+    s.listen(16)
+    return s
+
+
+def pair(port, opts=()):
+    """A connected (client, server) pair over loopback."""
+    lst = listener(port, opts)
+    c = socket.create_connection((HOST, port))
+    s, _ = lst.accept()
+    lst.close()
+    return c, s
+
+
+def wait_readable(sock, timeout=5.0):
+    r, _, _ = select.select([sock], [], [], timeout)
+    return bool(r)
+
+
+def recv_exact(sock, n, timeout=10.0):
+    buf = b""
+    sock.settimeout(timeout)
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    sock.settimeout(None)
+    return buf
+
+
+def recv_all(sock, timeout=10.0):
+    buf = b""
+    sock.settimeout(timeout)
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+def outcome(fn):
+    """What a call returned, or the name of the error it raised."""
+    try:
+        r = fn()
+        return {"ok": r.hex() if isinstance(r, bytes) else r}
+    except OSError as e:
+        return {"err": errno.errorcode.get(e.errno, str(e.errno))}
+
+
+def fionread(sock):
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def case_peek(port):
+    c, s = pair(port)
+    c.sendall(b"hello world")
+    wait_readable(s)
+    peek1 = s.recv(5, socket.MSG_PEEK)
+    peek2 = s.recv(64, socket.MSG_PEEK)
+    data = recv_exact(s, 11)
+    return {"peek1": peek1.decode(), "peek2Prefix": peek2[:5].decode(), "read": data.decode()}
+
+
+def case_fionread(port):
+    c, s = pair(port)
+    before = fionread(s)
+    c.sendall(b"x" * 1000)
+    wait_readable(s)
+    after_send = fionread(s)
+    part = recv_exact(s, 400)
+    after_read = fionread(s)
+    rest = recv_exact(s, 600)
+    return {"before": before, "afterSend": after_send, "afterPartialRead": after_read,
+            "read": len(part) + len(rest)}
+
+
+def case_epoll(port):
+    c, s = pair(port)
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+    idle = ep.poll(0)
+    c.sendall(b"ping")
+    ready = ep.poll(5)
+    data = recv_exact(s, 4)
+    drained = ep.poll(0)
+    c.shutdown(socket.SHUT_WR)
+    at_fin = ep.poll(5)
+    return {"idle": [e for _, e in idle], "ready": [e for _, e in ready], "read": data.decode(),
+            "drained": [e for _, e in drained], "atFin": [e for _, e in at_fin]}
+
+
+def case_halfclose(port):
+    c, s = pair(port)
+    payload = os.urandom(3 << 20)
+    c.sendall(payload)
+    c.shutdown(socket.SHUT_WR)  # FIN right behind data still queued or in flight
+    got = recv_all(s)
+    reply = os.urandom(1 << 20)
+    s.sendall(reply)
+    s.close()
+    back = recv_all(c)
+    return {"serverGotAll": got == payload, "serverGot": len(got),
+            "clientGotAll": back == reply, "clientGot": len(back)}
+
+
+def case_close_unread(port):
+    c, s = pair(port)
+    c.sendall(b"never read" * 10)
+    # Wait until the bytes are at the receiver, then close without reading.
+    wait_readable(s)
+    s.close()
+    wait_readable(c)
+    first = outcome(lambda: c.recv(100))
+    second = outcome(lambda: c.recv(100))
+    return {"clientRecv1": first, "clientRecv2": second}
+
+
+def case_reset(port):
+    c, s = pair(port)
+    s.sendall(b"before reset")
+    wait_readable(c)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # RST
+    results = []
+    for _ in range(3):
+        wait_readable(c, 2)
+        results.append(outcome(lambda: c.recv(100)))
+    return {"clientRecvs": results}
+
+
+def case_sendfile(port):
+    c, s = pair(port)
+    data = os.urandom((2 << 20) + 12345)
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        sent = 0
+        while sent < len(data):
+            sent += os.sendfile(c.fileno(), f.fileno(), sent, len(data) - sent)
+    c.shutdown(socket.SHUT_WR)
+    got = recv_all(s)
+    return {"sent": sent, "got": len(got), "intact": hashlib.sha256(got).digest() == hashlib.sha256(data).digest()}
+
+
+def case_tfo(port):
+    lst = listener(port, [(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 16)])
+    results = []
+    for i in range(3):  # the first gets a cookie, later ones carry data in the SYN
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        req = os.urandom(1000 + i)
+        c.sendto(req, socket.MSG_FASTOPEN, (HOST, port))
+        s, _ = lst.accept()
+        got = recv_exact(s, len(req))
+        reply = os.urandom(2000 + i)
+        s.sendall(reply)
+        more = os.urandom(50000)
+        c.sendall(more)
+        c.shutdown(socket.SHUT_WR)
+        got += recv_all(s)
+        s.close()
+        back = recv_all(c)
+        c.close()
+        results.append(got == req + more and back == reply)
+    return {"intact": results}
+
+
+def case_defer_accept(port):
+    lst = listener(port, [(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)])
+    c = socket.create_connection((HOST, port))
+    req = os.urandom(5000)
+    c.sendall(req)
+    s, _ = lst.accept()
+    reply = os.urandom(70000)
+    s.sendall(reply)
+    got = recv_exact(s, len(req))
+    s.close()
+    back = recv_all(c)
+    return {"intact": got == req and back == reply}
+
+
+CASES = {
+    "peek": case_peek, "fionread": case_fionread, "epoll": case_epoll,
+    "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
+    "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
+}
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 9000
+    print(json.dumps({"case": name, "result": CASES[name](port)}), flush=True)
