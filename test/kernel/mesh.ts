@@ -82,6 +82,21 @@ export class Mesh {
     return this.start(pod, process.execPath, [peerScript, ...args]);
   }
 
+  /** Runs one case of test/peers/sockcases.py in a pod; resolves with its result object. */
+  async runCase(pod: Pod, name: string, port: number, env: Record<string, string> = {}): Promise<Record<string, unknown>> {
+    const p = this.startCase(pod, name, port, env);
+    await p.done();
+    const line = p.lines.find((o) => o.case === name);
+    if (!line) throw new Error(`case ${name} printed no result: ${p.errorOutput}`);
+    return line.result as Record<string, unknown>;
+  }
+
+  startCase(pod: Pod, name: string, port: number, env: Record<string, string> = {}): PeerProcess {
+    const child = pod.spawn('python3', [caseScript, name, String(port)], { env: { ...process.env, ...env } });
+    this.procs.push(child);
+    return new PeerProcess(child);
+  }
+
   counters(): Counters {
     return this.dp.counters();
   }

@@ -1,0 +1,81 @@
+// Socket semantics an application can observe, accelerated vs plain TCP on
+// this kernel: each case runs in pod "a" (enabled, its loopback pair is
+// redirected) and in pod "b" (disabled, plain TCP) and the observations must
+// be equal. Where this kernel differs, the test says so (see close-unread).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Mesh } from './mesh.js';
+import { kernelSkip, assertKernelAccess } from './gate.js';
+
+describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
+  let m: Mesh;
+  let port = 9100;
+  before(async () => {
+    assertKernelAccess();
+    m = await Mesh.create({ label: 'sem', enable: false });
+    m.dp.enable(m.cookieA);
+    // Server-side TCP Fast Open too (per netns), so SYNs carry data.
+    for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_fastopen=3']);
+  });
+  after(async () => { await m?.close(); });
+
+  /** Runs a case on both pods; returns both observations and what the accelerated run redirected. */
+  async function both(name: string) {
+    const before = m.dp.netnsCounters(m.cookieA)!;
+    const accel = await m.runCase(m.a, name, port++);
+    const afterAccel = m.dp.netnsCounters(m.cookieA)!;
+    const plain = await m.runCase(m.b, name, port++);
+    return {
+      accel, plain,
+      redirected: afterAccel.redirectedMessages - before.redirectedMessages,
+      paired: afterAccel.socketsPaired - before.socketsPaired,
+      counters: afterAccel,
+    };
+  }
+
+  for (const name of ['peek', 'fionread', 'epoll', 'halfclose', 'reset', 'sendfile']) {
+    test(`${name}: accelerated equals plain TCP`, async () => {
+      const r = await both(name);
+      assert.ok(r.redirected > 0n, `${name}: the accelerated run redirected nothing`);
+      assert.deepEqual(r.accel, r.plain);
+    });
+  }
+
+  test('close with unread data: the writer sees a reset as on TCP', {
+    todo: 'kernel 6.18 purges the unread redirect queue before tcp_close counts unread bytes, so the writer reads EOF instead of ECONNRESET; no BPF hook can turn that FIN into a RST',
+  }, async () => {
+    const r = await both('close-unread');
+    assert.equal(r.paired, 1n);
+    assert.deepEqual(r.accel, r.plain);
+  });
+
+  for (const name of ['tfo', 'defer-accept']) {
+    test(`${name}: streams intact, accelerated or not`, async () => {
+      const r = await both(name);
+      const intact = (o: Record<string, unknown>) => ([] as unknown[]).concat(o.intact);
+      assert.ok(intact(r.accel).every((x) => x === true), JSON.stringify(r.accel));
+      assert.ok(intact(r.plain).every((x) => x === true), JSON.stringify(r.plain));
+      console.log(`${name}: ${r.paired} sockets paired, ${r.redirected} messages redirected`);
+    });
+  }
+
+  test('TCP Fast Open data in the SYN keeps that direction on TCP', async () => {
+    const before = m.dp.netnsCounters(m.cookieA)!.fallbackEarlyData;
+    await m.runCase(m.a, 'tfo', port++);
+    assert.ok(m.dp.netnsCounters(m.cookieA)!.fallbackEarlyData > before, 'no connection was seen with early data');
+  });
+
+  test('slow reader: the writer is held back and the node holds at most 2x the receive buffer', async () => {
+    const r = await both('slow-reader');
+    const accel = r.accel as { acceptedAtStall: number; rcvbuf: number; intact: boolean };
+    const plain = r.plain as { acceptedAtStall: number; rcvbuf: number; intact: boolean };
+    assert.ok(accel.intact && plain.intact, 'bytes lost or reordered');
+    // The reader read nothing, so every accepted byte is held by the node.
+    assert.ok(accel.acceptedAtStall <= 2 * accel.rcvbuf,
+      `accelerated writer got ${accel.acceptedAtStall} bytes accepted, over 2x rcvbuf ${accel.rcvbuf}`);
+    assert.ok(accel.acceptedAtStall <= plain.acceptedAtStall + accel.rcvbuf,
+      `accelerated ${accel.acceptedAtStall} vs plain ${plain.acceptedAtStall}`);
+    assert.ok(r.counters.fallbackBackpressure > 0n, 'the redirect was never bounded');
+    console.log(`slow reader: held ${accel.acceptedAtStall} B accelerated, ${plain.acceptedAtStall} B plain, rcvbuf ${accel.rcvbuf} B`);
+  });
+});
