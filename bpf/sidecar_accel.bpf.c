@@ -37,6 +37,7 @@
 #define SO_KEEPALIVE 9
 #define SOL_TCP 6
 #define TCP_KEEPIDLE 4
+#define TCP_KEEPINTVL 5
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -264,16 +265,24 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		return;
 	/*
 	 * A paired connection sends no packets, so the pod's conntrack entry can
-	 * expire and its FIN would then miss the NAT. Keepalive probes (only sent
-	 * while TCP sees the connection idle) keep the entry fresh. An application
-	 * that set keepalive itself keeps its own settings.
+	 * expire and the final FIN would then miss the NAT (DESIGN.md 4.8).
+	 * Keepalive probes, sent only while TCP sees the connection idle, keep
+	 * the entry fresh. Only a socket whose other end is already registered
+	 * (the second of the two to register) gets them: probes from one end
+	 * refresh the entry both ways, and a socket that never pairs keeps TCP's
+	 * own behaviour. An application that set keepalive keeps its settings.
 	 */
 	if (cfg->keepalive_idle_s) {
+		struct accel_conn_key peer_key = st->key;
 		int on = 0, idle = cfg->keepalive_idle_s;
 
-		if (!bpf_getsockopt(skops, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) && !on) {
+		peer_key.role = role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
+		if (bpf_map_lookup_elem(&peer_info, &peer_key) &&
+		    !bpf_getsockopt(skops, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) && !on) {
 			on = 1;
-			if (!bpf_setsockopt(skops, SOL_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)))
+			/* After a probe the timer re-arms at the interval, not the idle time. */
+			if (!bpf_setsockopt(skops, SOL_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) &&
+			    !bpf_setsockopt(skops, SOL_TCP, TCP_KEEPINTVL, &idle, sizeof(idle)))
 				bpf_setsockopt(skops, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
 		}
 	}

@@ -57,7 +57,7 @@ async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: num
   const segs = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b)) - segsBefore;
   const msgs = m.counters().redirectedMessages - before;
   cli.child.kill('SIGUSR1');
-  const lines = await cli.done();
+  const lines = await cli.finished();
   const client = lines.find((o) => o.role === 'client')!;
   const server = await srv.waitFor((o) => o.role === 'server', 'server report');
   assert.equal(client.sentSha, server.recvSha, 'client -> server bytes differ');

@@ -30,11 +30,11 @@ describe('byte-stream integrity', { skip: kernelSkip }, () => {
       await srv.ready();
       const cli = m.startPeer(m.a, ['client', '--connect', c.target === 'vip' ? m.vip() : c.target, '--bytes', String(c.bytes),
         '--conns', String(c.conns), '--concurrency', String(c.conns), '--max-write', String(4 * MiB)]);
-      const lines = await cli.done();
+      const lines = await cli.finished();
       const servers = await Promise.all(Array.from({ length: c.conns }, (_, i) =>
-        srv.waitFor((o) => o.role === 'server' && srv.lines.filter((x) => x.role === 'server').length > i)));
+        srv.waitFor((o) => o.role === 'server' && srv.objects.filter((x) => x.role === 'server').length > i)));
       assert.equal(servers.length, c.conns);
-      assertStreamsIntact(reports(lines, 'client'), reports(srv.lines, 'server'), c.conns);
+      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), c.conns);
       const redirected = m.counters().redirectedBytes - before;
       assert.ok(redirected > 0n, 'nothing was redirected');
       console.log(`${c.name}: ${(2 * c.conns * c.bytes) / MiB} MiB checked, ${redirected / BigInt(MiB)} MiB redirected over all hops`);

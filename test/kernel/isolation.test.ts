@@ -24,8 +24,8 @@ describe('isolation', { skip: kernelSkip }, () => {
       pa.child.kill('SIGUSR1');
       pb.child.kill('SIGUSR1');
       for (const p of [pa, pb]) {
-        await p.done();
-        assert.deepEqual(p.lines.find((o) => o.case)?.result, { serverGotOwn: true, clientGotOwn: true });
+        await p.finished();
+        assert.deepEqual(p.objects.find((o) => o.case)?.result, { serverGotOwn: true, clientGotOwn: true });
       }
       assert.equal(m.counters().socketsPaired - before, 4n, 'both pairs were accelerated');
     } finally {
@@ -51,8 +51,8 @@ describe('isolation', { skip: kernelSkip }, () => {
       const child = spawn('bash', ['-c', 'echo $$ > "$0/cgroup.procs" && exec python3 "$1" halfclose 9502',
         m.topo.cgroupDir, caseScript], { stdio: ['ignore', 'pipe', 'pipe'] });
       const p = new PeerProcess(child);
-      await p.done();
-      assert.equal((p.lines[0]?.result as { serverGotAll: boolean }).serverGotAll, true);
+      await p.finished();
+      assert.equal((p.objects[0]?.result as { serverGotAll: boolean }).serverGotAll, true);
       const after = m.counters();
       assert.equal(after.socketsSeen, before.socketsSeen);
       assert.equal(after.redirectedMessages, before.redirectedMessages);
@@ -89,8 +89,8 @@ describe('isolation', { skip: kernelSkip }, () => {
       await p.waitFor((o) => o.event === 'phase' && o.n === 1);
       m.dp.enable(m.cookieA);
       p.child.kill('SIGUSR1');
-      await p.done();
-      const r = p.lines.find((o) => o.case)?.result as { intact: boolean; sent: number; got: number };
+      await p.finished();
+      const r = p.objects.find((o) => o.case)?.result as { intact: boolean; sent: number; got: number };
       assert.equal(r.got, r.sent);
       assert.equal(r.intact, true, 'bytes reordered or corrupted');
       const end = m.dp.netnsCounters(m.cookieA)!;

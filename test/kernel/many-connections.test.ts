@@ -25,9 +25,9 @@ describe('many short connections', { skip: kernelSkip }, () => {
       await srv.ready();
       const cli = m.startPeer(m.a, ['client', '--connect', c.target === 'vip' ? m.vip() : c.target, '--bytes', '3000',
         '--conns', String(c.conns), '--concurrency', '64', '--max-write', '1500']);
-      const lines = await cli.done();
-      await srv.waitFor(() => srv.lines.filter((x) => x.role === 'server').length >= c.conns, 'all server reports');
-      assertStreamsIntact(reports(lines, 'client'), reports(srv.lines, 'server'), c.conns);
+      const lines = await cli.finished();
+      await srv.waitFor(() => srv.objects.filter((x) => x.role === 'server').length >= c.conns, 'all server reports');
+      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), c.conns);
       const after = m.counters();
       const sockets = after.socketsRegistered - before.socketsRegistered;
       const paired = after.socketsPaired - before.socketsPaired;

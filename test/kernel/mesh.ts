@@ -5,16 +5,16 @@
 // is removed by close(), which the tests call in a finally.
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { Datapath } from '../../src/datapath/datapath.js';
 import { netnsCookieOfPath } from '../../src/datapath/netns.js';
 import type { Counters } from '../../src/datapath/layout.js';
-import { Topology, SERVICE_VIP4, SERVICE_VIP6, type Pod } from '../../src/topology/topology.js';
+import { LineProcess } from '../../src/util/lines.js';
+import type { Topology, Pod } from '../../src/topology/topology.js';
+import { createSidecarPair, serviceAddress, APP_PORT } from '../../src/topology/pair.js';
 
-export const APP_PORT = 8080;
-export const SERVICE_PORT = 80;
+export { APP_PORT };
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const peerScript = path.join(here, '../peers/stream-peer.js');
 export const caseScript = path.resolve(here, '../../../test/peers/sockcases.py');
@@ -33,22 +33,18 @@ export class Mesh {
     readonly topo: Topology,
     readonly a: Pod,
     readonly b: Pod,
-    readonly dp: Datapath,
+    /** Replaced by tests that reopen the datapath. */
+    public dp: Datapath,
     readonly cookieA: bigint,
     readonly cookieB: bigint,
     readonly pinRoot: string,
   ) {}
 
   static async create(opts: MeshOptions): Promise<Mesh> {
-    const topo = await Topology.create({ label: opts.label });
+    const { topo, a, b } = await createSidecarPair(opts.label);
     const pinRoot = `/sys/fs/bpf/${topo.prefix}`;
     let dp: Datapath | undefined;
     try {
-      const a = await topo.addPod('a');
-      const b = await topo.addPod('b');
-      for (const p of [a, b]) await p.installIstioCapture();
-      await a.startSidecar({ upstream4: `${b.ip4}:${APP_PORT}`, upstream6: `[${b.ip6}]:${APP_PORT}`, appPort: APP_PORT });
-      await b.startSidecar({ upstream4: `${a.ip4}:${APP_PORT}`, upstream6: `[${a.ip6}]:${APP_PORT}`, appPort: APP_PORT });
       dp = Datapath.open({ cgroupPath: topo.cgroupDir, pinRoot });
       dp.setConfig({ crossPod: opts.crossPod ?? false, keepaliveIdleSeconds: opts.keepaliveIdleSeconds ?? 0 });
       const mesh = new Mesh(topo, a, b, dp, netnsCookieOfPath(a.netnsPath), netnsCookieOfPath(b.netnsPath), pinRoot);
@@ -68,7 +64,7 @@ export class Mesh {
   }
 
   vip(family: 4 | 6 = 4): string {
-    return family === 4 ? `${SERVICE_VIP4}:${SERVICE_PORT}` : `[${SERVICE_VIP6}]:${SERVICE_PORT}`;
+    return serviceAddress(family);
   }
 
   /** Starts a process in a pod and collects its JSON lines. */
@@ -85,8 +81,8 @@ export class Mesh {
   /** Runs one case of test/peers/sockcases.py in a pod; resolves with its result object. */
   async runCase(pod: Pod, name: string, port: number, env: Record<string, string> = {}): Promise<Record<string, unknown>> {
     const p = this.startCase(pod, name, port, env);
-    await p.done();
-    const line = p.lines.find((o) => o.case === name);
+    await p.finished();
+    const line = p.objects.find((o) => o.case === name);
     if (!line) throw new Error(`case ${name} printed no result: ${p.errorOutput}`);
     return line.result as Record<string, unknown>;
   }
@@ -111,43 +107,27 @@ export class Mesh {
   }
 }
 
-/** A child whose stdout is JSON lines; wait for a line matching a predicate or for exit. */
-export class PeerProcess {
-  readonly lines: Record<string, unknown>[] = [];
-  private stderr = '';
-  private waiters: { pred: (o: Record<string, unknown>) => boolean; resolve: (o: Record<string, unknown>) => void }[] = [];
-  readonly exited: Promise<number | null>;
+/** A child whose stdout is JSON lines; wait for an object matching a predicate or for exit. */
+export class PeerProcess extends LineProcess {
+  readonly objects: Record<string, unknown>[] = [];
 
-  constructor(readonly child: ChildProcess) {
-    const rl = readline.createInterface({ input: child.stdout! });
-    rl.on('line', (line) => {
-      let o: Record<string, unknown>;
-      try { o = JSON.parse(line) as Record<string, unknown>; } catch { o = { raw: line }; }
-      this.lines.push(o);
-      this.waiters = this.waiters.filter((w) => { if (w.pred(o)) { w.resolve(o); return false; } return true; });
-    });
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => { this.stderr += d; });
-    this.exited = new Promise((resolve) => child.on('exit', (code) => { rl.close(); resolve(code); }));
+  protected override onLine(line: string): void {
+    try { this.objects.push(JSON.parse(line) as Record<string, unknown>); } catch { this.objects.push({ raw: line }); }
   }
 
-  /** Resolves with the first line (already seen or future) matching pred; rejects if the process exits first. */
-  waitFor(pred: (o: Record<string, unknown>) => boolean, what = 'line'): Promise<Record<string, unknown>> {
-    const seen = this.lines.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      this.waiters.push({ pred, resolve });
-      void this.exited.then((code) => reject(new Error(`process exited (${code}) before ${what}; stderr: ${this.stderr.slice(-2000)}`)));
-    });
+  /** Resolves with the first object (seen or to come) matching pred; rejects if the process exits first. */
+  async waitFor(pred: (o: Record<string, unknown>) => boolean, what = 'line'): Promise<Record<string, unknown>> {
+    const parse = (l: string) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return { raw: l }; } };
+    return parse(await this.waitForLine((l) => pred(parse(l)), what));
   }
 
   ready(): Promise<Record<string, unknown>> {
     return this.waitFor((o) => o.event === 'ready', 'ready');
   }
 
-  async done(): Promise<Record<string, unknown>[]> {
-    const code = await this.exited;
-    if (code !== 0) throw new Error(`process exited ${code}: ${this.stderr.slice(-2000)}`);
-    return this.lines;
+  async finished(): Promise<Record<string, unknown>[]> {
+    await super.done();
+    return this.objects;
   }
 
   get errorOutput(): string {

@@ -1,0 +1,62 @@
+// The TypeScript codecs against the compiled object's BTF, and the codecs'
+// own round trips. Needs the built object, not root.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { native, defaultObjectPath } from '../../src/datapath/native.js';
+import {
+  EXPECTED_LAYOUTS, COUNTER_NAMES, layoutMismatches, encodeNetnsPolicy, decodeNetnsPolicy,
+  encodeConfig, decodeConfig, addPerCpuCounters, zeroCounters, MAX_EXCLUDE_PORTS,
+} from '../../src/datapath/layout.js';
+
+test('every codec matches the BTF of the built BPF object', () => {
+  for (const name of Object.keys(EXPECTED_LAYOUTS)) {
+    assert.deepEqual(layoutMismatches(name, native().structLayout(defaultObjectPath, name)), [], name);
+  }
+});
+
+test('a drifted layout is reported field by field', () => {
+  const real = native().structLayout(defaultObjectPath, 'accel_conn_key');
+  const drifted = {
+    size: real.size + 8,
+    members: real.members.map((m) => (m.name === 'client_port' ? { ...m, offset: m.offset + 2 } : m))
+      .concat([{ name: 'extra', offset: 40, size: 8 }]),
+  };
+  const problems = layoutMismatches('accel_conn_key', drifted);
+  assert.equal(problems.length, 3, problems.join('\n'));
+  assert.match(problems.join('\n'), /size 48, codec expects 40/);
+  assert.match(problems.join('\n'), /client_port: offset 34/);
+  assert.match(problems.join('\n'), /member extra has no codec/);
+});
+
+test('the counter enum of the object has one slot per counter name', () => {
+  const c = native().structLayout(defaultObjectPath, 'accel_counters');
+  assert.equal(c.size, 8 * COUNTER_NAMES.length);
+});
+
+test('netns policy round-trips and refuses bad ports', () => {
+  const p = { enabled: true, excludePorts: [80, 3306, 65535] };
+  assert.deepEqual(decodeNetnsPolicy(encodeNetnsPolicy(p)), p);
+  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [0] }), /bad port 0/);
+  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [70000] }), /bad port 70000/);
+  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: Array.from({ length: MAX_EXCLUDE_PORTS + 1 }, (_, i) => i + 1) }),
+    /at most 16 excluded ports/);
+});
+
+test('node config round-trips', () => {
+  for (const c of [{ crossPod: true, keepaliveIdleSeconds: 3600 }, { crossPod: false, keepaliveIdleSeconds: 0 }]) {
+    assert.deepEqual(decodeConfig(encodeConfig(c)), c);
+  }
+});
+
+test('per-CPU counters are summed over every CPU slot', () => {
+  const slot = 8 * COUNTER_NAMES.length;
+  const buf = Buffer.alloc(slot * 3);
+  buf.writeBigUInt64LE(5n, 0 * slot + 8 * COUNTER_NAMES.indexOf('redirectedBytes'));
+  buf.writeBigUInt64LE(7n, 2 * slot + 8 * COUNTER_NAMES.indexOf('redirectedBytes'));
+  buf.writeBigUInt64LE(1n, 1 * slot + 8 * COUNTER_NAMES.indexOf('socketsPaired'));
+  const c = zeroCounters();
+  addPerCpuCounters(c, buf, 3, slot);
+  assert.equal(c.redirectedBytes, 12n);
+  assert.equal(c.socketsPaired, 1n);
+  assert.equal(c.fallbackNoPeer, 0n);
+});
