@@ -4,6 +4,7 @@
 // be equal. Where this kernel differs, the test says so (see close-unread).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { Mesh } from './mesh.js';
 import { kernelSkip, assertKernelAccess } from './gate.js';
 
@@ -47,6 +48,16 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
     const r = await both('close-unread');
     assert.equal(r.paired, 1n);
     assert.deepEqual(r.accel, r.plain);
+  });
+
+  const ulps = fs.readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim().split(/\s+/);
+  test('kTLS set up after a plaintext exchange: equal to plain TCP, and never redirected once a ULP is on', {
+    skip: ulps.includes('tls') ? false : `this kernel offers no "tls" ULP (tcp_available_ulp: ${ulps.join(' ') || 'none'}), so the ULP branch cannot be exercised here`,
+  }, async () => {
+    const r = await both('ktls');
+    assert.deepEqual(r.accel, r.plain);
+    assert.equal(r.accel.intact, true);
+    assert.ok(r.counters.fallbackUlp > 0n, 'kTLS traffic was not refused by the ULP check');
   });
 
   for (const name of ['tfo', 'defer-accept']) {

@@ -333,11 +333,36 @@ def case_fixed_tuple(port):
     return {"serverGotOwn": got_s == msg_c, "clientGotOwn": got_c == msg_s}
 
 
+def case_ktls(port):
+    """kTLS (AES-GCM-128, fixed test keys) set up after a plaintext exchange, as a TLS
+    library does after its handshake; then 1 MiB each way through kTLS."""
+    tcp_ulp, sol_tls, tls_tx, tls_rx = 31, 282, 1, 2
+    c, s = pair(port)
+    c.sendall(b"client-hello")
+    hello = recv_exact(s, 12)
+    s.sendall(b"server-hello")
+    hello += recv_exact(c, 12)
+    info = struct.pack("=HH", 0x0303, 51) + bytes(range(8)) + bytes(range(16)) + bytes(4) + bytes(8)
+    setup = []
+    for sock in (c, s):
+        setup.append(outcome(lambda: sock.setsockopt(socket.IPPROTO_TCP, tcp_ulp, b"tls")))
+        setup.append(outcome(lambda: sock.setsockopt(sol_tls, tls_tx, info)))
+        setup.append(outcome(lambda: sock.setsockopt(sol_tls, tls_rx, info)))
+    if any("err" in o for o in setup):
+        return {"hello": hello.decode(), "setup": setup}
+    up, down = os.urandom(1 << 20), os.urandom(1 << 20)
+    c.sendall(up)
+    got_up = recv_exact(s, len(up))
+    s.sendall(down)
+    got_down = recv_exact(c, len(down))
+    return {"hello": hello.decode(), "setup": setup, "intact": got_up == up and got_down == down}
+
+
 CASES = {
     "peek": case_peek, "fionread": case_fionread, "epoll": case_epoll,
     "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
-    "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
+    "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
 }
 
 if __name__ == "__main__":
