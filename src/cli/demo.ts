@@ -7,6 +7,7 @@ import { Datapath } from '../datapath/datapath.js';
 import { netnsCookieOfPath } from '../datapath/netns.js';
 import { createSidecarPair, APP_PORT, SERVICE_PORT, type SidecarPair } from '../topology/pair.js';
 import { SERVICE_VIP4 } from '../topology/topology.js';
+import { sweepStaleTopologies } from '../topology/sweep.js';
 import type { LineProcess } from '../util/lines.js';
 import { startIperfServer, startSockperfServer, iperfStream, sockperfPingPong, type Latency } from '../measure/tools.js';
 
@@ -37,6 +38,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    const swept = await sweepStaleTopologies();
+    if (swept.length) say(`removed leftovers of killed runs: ${swept.join(', ')}`);
     pair = await createSidecarPair('demo');
     pinRoot = `/sys/fs/bpf/${pair.topo.prefix}`;
     dp = Datapath.open({ cgroupPath: pair.topo.cgroupDir, pinRoot });

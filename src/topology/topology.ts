@@ -43,6 +43,8 @@ export class Topology {
     readonly cgroupDir: string,
   ) {
     this.tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
+    // Lets sweepStaleTopologies() clean up after a process killed before its finally.
+    fs.writeFileSync(path.join(this.tmpDir, 'owner.pid'), String(process.pid));
   }
 
   static async create(opts: TopologyOptions = {}): Promise<Topology> {

@@ -2,30 +2,26 @@
 // Istio's REDIRECT can expire while it lives. Its final FIN must still close
 // both ends. The datapath keeps the entry alive with keepalive probes on the
 // paired socket (keepaliveIdleSeconds below the conntrack timeout).
-import { describe, test, before, after } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Mesh, APP_PORT } from './mesh.js';
-import { kernelSkip, assertKernelAccess } from './gate.js';
+import { useMesh, APP_PORT } from './mesh.js';
+import { kernelSkip } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 
 const CT_TIMEOUT_S = 3;
 
 describe('conntrack expiry on an idle paired connection', { skip: kernelSkip }, () => {
-  let m: Mesh;
-  before(async () => {
-    assertKernelAccess();
-    m = await Mesh.create({ label: 'ct', crossPod: true, keepaliveIdleSeconds: 1 });
-    for (const p of [m.a, m.b]) await p.exec('sysctl', ['-qw', `net.netfilter.nf_conntrack_tcp_timeout_established=${CT_TIMEOUT_S}`]);
+  const mesh = useMesh({ label: 'ct', crossPod: true, keepaliveIdleSeconds: 1 }, async (m) => {
+      for (const p of [m.a, m.b]) await p.exec('sysctl', ['-qw', `net.netfilter.nf_conntrack_tcp_timeout_established=${CT_TIMEOUT_S}`]);
   });
-  after(async () => { await m?.close(); });
 
   test(`idle for over ${CT_TIMEOUT_S} s, then closed: both ends see a clean close`, async () => {
-    const srv = m.startPeer(m.b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', '100000', '--end-after-peer', '1']);
+    const srv = mesh().startPeer(mesh().b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', '100000', '--end-after-peer', '1']);
     await srv.ready();
-    const cli = m.startPeer(m.a, ['client', '--connect', m.vip(), '--bytes', '100000', '--hold', '1', '--expect', '100000']);
+    const cli = mesh().startPeer(mesh().a, ['client', '--connect', mesh().vip(), '--bytes', '100000', '--hold', '1', '--expect', '100000']);
     await cli.waitFor((o) => o.event === 'holding');
-    const paired = m.counters().socketsPaired;
+    const paired = mesh().counters().socketsPaired;
     assert.equal(paired, 6n, 'all three hops paired before going idle');
     // Time passing is what is under test: idle well past the conntrack timeout.
     await delay((CT_TIMEOUT_S * 2 + 2) * 1000);

@@ -1,20 +1,15 @@
 // Every byte arrives, in order, whatever the write sizes: >= 1 GiB in total,
 // writes of 1 B .. 4 MiB at random boundaries, both directions at once.
-import { describe, test, before, after } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Mesh, APP_PORT } from './mesh.js';
-import { kernelSkip, assertKernelAccess } from './gate.js';
+import { useMesh, APP_PORT } from './mesh.js';
+import { kernelSkip } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 
 const MiB = 1 << 20;
 
 describe('byte-stream integrity', { skip: kernelSkip }, () => {
-  let m: Mesh;
-  before(async () => {
-    assertKernelAccess();
-    m = await Mesh.create({ label: 'integ', crossPod: true });
-  });
-  after(async () => { await m?.close(); });
+  const mesh = useMesh({ label: 'integ', crossPod: true });
 
   const cases = [
     // Through both sidecars: three redirected hops per stream.
@@ -24,18 +19,18 @@ describe('byte-stream integrity', { skip: kernelSkip }, () => {
   ];
   for (const c of cases) {
     test(`${c.name}: ${c.conns} x ${c.bytes / MiB} MiB each way, writes of 1 B .. 4 MiB`, async () => {
-      const serverPod = c.pod === 'b' ? m.b : m.a;
-      const before = m.counters().redirectedBytes;
-      const srv = m.startPeer(serverPod, ['server', '--listen', c.listen, '--bytes', String(c.bytes), '--max-write', String(4 * MiB)]);
+      const serverPod = c.pod === 'b' ? mesh().b : mesh().a;
+      const before = mesh().counters().redirectedBytes;
+      const srv = mesh().startPeer(serverPod, ['server', '--listen', c.listen, '--bytes', String(c.bytes), '--max-write', String(4 * MiB)]);
       await srv.ready();
-      const cli = m.startPeer(m.a, ['client', '--connect', c.target === 'vip' ? m.vip() : c.target, '--bytes', String(c.bytes),
+      const cli = mesh().startPeer(mesh().a, ['client', '--connect', c.target === 'vip' ? mesh().vip() : c.target, '--bytes', String(c.bytes),
         '--conns', String(c.conns), '--concurrency', String(c.conns), '--max-write', String(4 * MiB)]);
       const lines = await cli.finished();
       const servers = await Promise.all(Array.from({ length: c.conns }, (_, i) =>
         srv.waitFor((o) => o.role === 'server' && srv.objects.filter((x) => x.role === 'server').length > i)));
       assert.equal(servers.length, c.conns);
       assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), c.conns);
-      const redirected = m.counters().redirectedBytes - before;
+      const redirected = mesh().counters().redirectedBytes - before;
       assert.ok(redirected > 0n, 'nothing was redirected');
       console.log(`${c.name}: ${(2 * c.conns * c.bytes) / MiB} MiB checked, ${redirected / BigInt(MiB)} MiB redirected over all hops`);
       srv.child.kill('SIGKILL');

@@ -1,39 +1,34 @@
 // The datapath outlives the process that loaded it: a second open adopts the
 // pins (hitless restart), and uninstall detaches while paired connections go
 // on working.
-import { describe, test, before, after } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { Mesh } from './mesh.js';
+import { useMesh } from './mesh.js';
 import { Datapath } from '../../src/datapath/datapath.js';
-import { kernelSkip, assertKernelAccess } from './gate.js';
+import { kernelSkip } from './gate.js';
 
 describe('datapath lifecycle', { skip: kernelSkip }, () => {
-  let m: Mesh;
-  before(async () => {
-    assertKernelAccess();
-    m = await Mesh.create({ label: 'life', enable: false });
-  });
-  after(async () => { await m?.close(); });
+  const mesh = useMesh({ label: 'life', enable: false });
 
   test('the kernel reports both programs attached', () => {
-    const a = m.dp.attachment();
+    const a = mesh().dp.attachment();
     assert.ok(a.sockopsLinked, 'sockops not linked to the cgroup');
     assert.ok(a.skMsgAttached, 'sk_msg not attached to the sockhash');
   });
 
   test('a second open adopts the pins: state and counters carry over, a live stream goes on', async () => {
-    m.dp.enable(m.cookieA, { excludePorts: [1234] });
-    const p = m.startCase(m.a, 'toggle', 9800);
+    mesh().dp.enable(mesh().cookieA, { excludePorts: [1234] });
+    const p = mesh().startCase(mesh().a, 'toggle', 9800);
     await p.waitFor((o) => o.event === 'phase' && o.n === 0);
-    const before = m.dp.counters();
+    const before = mesh().dp.counters();
     // The "agent" goes away without uninstalling, as on SIGTERM or kill -9.
-    const { pinRoot, cgroupDir } = { pinRoot: m.pinRoot, cgroupDir: m.topo.cgroupDir };
-    m.dp.close();
+    const { pinRoot, cgroupDir } = { pinRoot: mesh().pinRoot, cgroupDir: mesh().topo.cgroupDir };
+    mesh().dp.close();
     const again = Datapath.open({ cgroupPath: cgroupDir, pinRoot });
-    m.dp = again;
+    mesh().dp = again;
     assert.equal(again.adopted, true);
-    assert.deepEqual(again.enabledNetns().get(m.cookieA), { enabled: true, excludePorts: [1234] });
+    assert.deepEqual(again.enabledNetns().get(mesh().cookieA), { enabled: true, excludePorts: [1234] });
     p.child.kill('SIGUSR1');
     await p.waitFor((o) => o.event === 'phase' && o.n === 1);
     p.child.kill('SIGUSR1');
@@ -41,19 +36,19 @@ describe('datapath lifecycle', { skip: kernelSkip }, () => {
     assert.equal((p.objects.find((o) => o.case)?.result as { intact: boolean }).intact, true);
     const after = again.counters();
     assert.ok(after.redirectedMessages > before.redirectedMessages, 'counters did not keep growing after adoption');
-    m.dp.disable(m.cookieA);
+    mesh().dp.disable(mesh().cookieA);
   });
 
   test('uninstall during a transfer: the paired connection finishes intact, nothing stays attached or pinned', async () => {
-    m.dp.enable(m.cookieA);
-    const p = m.startCase(m.a, 'toggle', 9801);
+    mesh().dp.enable(mesh().cookieA);
+    const p = mesh().startCase(mesh().a, 'toggle', 9801);
     await p.waitFor((o) => o.event === 'phase' && o.n === 0);
-    const ids = m.dp.attachment().ourProgIds;
-    const pinDir = m.dp.pinDir;
-    const cg = m.topo.cgroupDir;
-    m.dp.uninstall();
-    const fresh = Datapath.open({ cgroupPath: cg, pinRoot: m.pinRoot });
-    m.dp = fresh;
+    const ids = mesh().dp.attachment().ourProgIds;
+    const pinDir = mesh().dp.pinDir;
+    const cg = mesh().topo.cgroupDir;
+    mesh().dp.uninstall();
+    const fresh = Datapath.open({ cgroupPath: cg, pinRoot: mesh().pinRoot });
+    mesh().dp = fresh;
     assert.equal(fresh.adopted, false, 'pins of the uninstalled generation survived');
     assert.ok(!fresh.attachment().cgroupSockopsProgIds.includes(ids.sockops), 'old sockops program still linked');
     assert.ok(fs.existsSync(fresh.pinDir));

@@ -1,18 +1,13 @@
 // Connections that write the moment connect() returns, both ends at once:
 // the client's first bytes race the server's registration. Every stream must
 // arrive intact whether or not it was accelerated.
-import { describe, test, before, after } from 'node:test';
-import { Mesh, APP_PORT } from './mesh.js';
-import { kernelSkip, assertKernelAccess } from './gate.js';
+import { describe, test } from 'node:test';
+import { useMesh, APP_PORT } from './mesh.js';
+import { kernelSkip } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 
 describe('many short connections', { skip: kernelSkip }, () => {
-  let m: Mesh;
-  before(async () => {
-    assertKernelAccess();
-    m = await Mesh.create({ label: 'many', crossPod: true });
-  });
-  after(async () => { await m?.close(); });
+  const mesh = useMesh({ label: 'many', crossPod: true });
 
   const cases = [
     { name: 'in-pod loopback', listenPod: 'a' as const, listen: '127.0.0.1:9700', target: '127.0.0.1:9700', conns: 10_000 },
@@ -20,15 +15,15 @@ describe('many short connections', { skip: kernelSkip }, () => {
   ];
   for (const c of cases) {
     test(`${c.name}: ${c.conns} connections writing right after connect, both directions`, async () => {
-      const before = m.counters();
-      const srv = m.startPeer(c.listenPod === 'a' ? m.a : m.b, ['server', '--listen', c.listen, '--bytes', '3000', '--max-write', '1500']);
+      const before = mesh().counters();
+      const srv = mesh().startPeer(c.listenPod === 'a' ? mesh().a : mesh().b, ['server', '--listen', c.listen, '--bytes', '3000', '--max-write', '1500']);
       await srv.ready();
-      const cli = m.startPeer(m.a, ['client', '--connect', c.target === 'vip' ? m.vip() : c.target, '--bytes', '3000',
+      const cli = mesh().startPeer(mesh().a, ['client', '--connect', c.target === 'vip' ? mesh().vip() : c.target, '--bytes', '3000',
         '--conns', String(c.conns), '--concurrency', '64', '--max-write', '1500']);
       const lines = await cli.finished();
       await srv.waitFor(() => srv.objects.filter((x) => x.role === 'server').length >= c.conns, 'all server reports');
       assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), c.conns);
-      const after = m.counters();
+      const after = mesh().counters();
       const sockets = after.socketsRegistered - before.socketsRegistered;
       const paired = after.socketsPaired - before.socketsPaired;
       const missed = after.pairingMisses - before.pairingMisses;

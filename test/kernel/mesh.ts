@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
+import { before, after } from 'node:test';
+import { assertKernelAccess } from './gate.js';
 import { Datapath } from '../../src/datapath/datapath.js';
 import { netnsCookieOfPath } from '../../src/datapath/netns.js';
 import type { Counters } from '../../src/datapath/layout.js';
@@ -133,4 +135,22 @@ export class PeerProcess extends LineProcess {
   get errorOutput(): string {
     return this.stderr;
   }
+}
+
+/**
+ * The usual suite fixture: a Mesh created before the suite's tests (after an
+ * optional setup) and removed after them, failed or not.
+ */
+export function useMesh(opts: MeshOptions, setup?: (m: Mesh) => Promise<void>): () => Mesh {
+  let mesh: Mesh | undefined;
+  before(async () => {
+    assertKernelAccess();
+    mesh = await Mesh.create(opts);
+    await setup?.(mesh);
+  });
+  after(async () => { await mesh?.close(); });
+  return () => {
+    if (!mesh) throw new Error('mesh fixture not created');
+    return mesh;
+  };
 }

@@ -2,30 +2,26 @@
 // this kernel: each case runs in pod "a" (enabled, its loopback pair is
 // redirected) and in pod "b" (disabled, plain TCP) and the observations must
 // be equal. Where this kernel differs, the test says so (see close-unread).
-import { describe, test, before, after } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { Mesh } from './mesh.js';
-import { kernelSkip, assertKernelAccess } from './gate.js';
+import { useMesh } from './mesh.js';
+import { kernelSkip } from './gate.js';
 
 describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
-  let m: Mesh;
   let port = 9100;
-  before(async () => {
-    assertKernelAccess();
-    m = await Mesh.create({ label: 'sem', enable: false });
-    m.dp.enable(m.cookieA);
-    // Server-side TCP Fast Open too (per netns), so SYNs carry data.
-    for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_fastopen=3']);
+  const mesh = useMesh({ label: 'sem', enable: false }, async (m) => {
+      m.dp.enable(m.cookieA);
+      // Server-side TCP Fast Open too (per netns), so SYNs carry data.
+      for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_fastopen=3']);
   });
-  after(async () => { await m?.close(); });
 
   /** Runs a case on both pods; returns both observations and what the accelerated run redirected. */
   async function both(name: string) {
-    const before = m.dp.netnsCounters(m.cookieA)!;
-    const accel = await m.runCase(m.a, name, port++);
-    const afterAccel = m.dp.netnsCounters(m.cookieA)!;
-    const plain = await m.runCase(m.b, name, port++);
+    const before = mesh().dp.netnsCounters(mesh().cookieA)!;
+    const accel = await mesh().runCase(mesh().a, name, port++);
+    const afterAccel = mesh().dp.netnsCounters(mesh().cookieA)!;
+    const plain = await mesh().runCase(mesh().b, name, port++);
     return {
       accel, plain,
       redirected: afterAccel.redirectedMessages - before.redirectedMessages,
@@ -71,9 +67,9 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
   }
 
   test('TCP Fast Open data in the SYN keeps that direction on TCP', async () => {
-    const before = m.dp.netnsCounters(m.cookieA)!.fallbackEarlyData;
-    await m.runCase(m.a, 'tfo', port++);
-    assert.ok(m.dp.netnsCounters(m.cookieA)!.fallbackEarlyData > before, 'no connection was seen with early data');
+    const before = mesh().dp.netnsCounters(mesh().cookieA)!.fallbackEarlyData;
+    await mesh().runCase(mesh().a, 'tfo', port++);
+    assert.ok(mesh().dp.netnsCounters(mesh().cookieA)!.fallbackEarlyData > before, 'no connection was seen with early data');
   });
 
   test('slow reader: the writer is held back and the node holds at most 2x the receive buffer', async () => {
