@@ -41,6 +41,11 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+#ifdef ACCEL_BUILD_VARIANT
+/* Only changes the object's bytes (and so its generation); see bpf/Makefile. */
+__attribute__((section(".comment.variant"), used)) static const char build_variant[] = ACCEL_BUILD_VARIANT;
+#endif
+
 /* Per-socket state kept by the kernel with the socket (freed with it). */
 #define SOCK_REGISTERED 1u  /* in sock_hash under key */
 #define SOCK_TX_CLEAN 4u    /* at ESTABLISHED nothing of ours had gone over TCP */

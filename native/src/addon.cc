@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -350,7 +351,66 @@ Napi::Value MountBpffs(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+// Socket syscalls the self-test needs and Node does not expose.
+// fionread(fd) -> bytes the kernel would return to read() now
+Napi::Value Fionread(const Napi::CallbackInfo &info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int n = 0;
+  if (ioctl(fd, FIONREAD, &n)) throw ErrnoError(info.Env(), "ioctl(FIONREAD)", errno);
+  return Napi::Number::New(info.Env(), n);
+}
+
+// recvPeek(fd, len) -> Buffer (MSG_PEEK | MSG_DONTWAIT; empty when nothing is queued)
+Napi::Value RecvPeek(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  size_t len = info[1].As<Napi::Number>().Uint32Value();
+  std::vector<uint8_t> buf(len);
+  ssize_t n = recv(fd, buf.data(), len, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0) {
+    if (errno == EAGAIN) return Napi::Buffer<uint8_t>::Copy(env, buf.data(), 0);
+    throw ErrnoError(env, "recv(MSG_PEEK)", errno);
+  }
+  return Napi::Buffer<uint8_t>::Copy(env, buf.data(), n);
+}
+
+// sendDontwait(fd, buf) -> bytes accepted, or -1 when the kernel says EAGAIN
+Napi::Value SendDontwait(const Napi::CallbackInfo &info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
+  ssize_t n = send(fd, b.Data(), b.Length(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0) {
+    if (errno == EAGAIN) return Napi::Number::New(info.Env(), -1);
+    throw ErrnoError(info.Env(), "send", errno);
+  }
+  return Napi::Number::New(info.Env(), (double)n);
+}
+
+Napi::Value SetsockoptInt(const Napi::CallbackInfo &info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int level = info[1].As<Napi::Number>().Int32Value();
+  int name = info[2].As<Napi::Number>().Int32Value();
+  int v = info[3].As<Napi::Number>().Int32Value();
+  if (setsockopt(fd, level, name, &v, sizeof(v))) throw ErrnoError(info.Env(), "setsockopt", errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value GetsockoptInt(const Napi::CallbackInfo &info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int level = info[1].As<Napi::Number>().Int32Value();
+  int name = info[2].As<Napi::Number>().Int32Value();
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (getsockopt(fd, level, name, &v, &len)) throw ErrnoError(info.Env(), "getsockopt", errno);
+  return Napi::Number::New(info.Env(), v);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("fionread", Napi::Function::New(env, Fionread));
+  exports.Set("recvPeek", Napi::Function::New(env, RecvPeek));
+  exports.Set("sendDontwait", Napi::Function::New(env, SendDontwait));
+  exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt));
+  exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt));
   libbpf_set_print(CollectLibbpfLog);
   exports.Set("loadObject", Napi::Function::New(env, LoadObject));
   exports.Set("structLayout", Napi::Function::New(env, StructLayout));

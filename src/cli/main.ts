@@ -2,25 +2,84 @@
 // The one executable: `sidecar-accel <command>`.
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo.js';
+import { explain, explainText, InputError } from './explain.js';
+import { datapathStatus, statusText, uninstallAll } from './status.js';
+import { Agent } from '../agent/agent.js';
+import { StartupError, resolveCgroup } from '../agent/checks.js';
+import { loadConfigFile } from '../config/load.js';
+import { DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
 
 const USAGE = `usage: sidecar-accel <command> [options]
 
 commands:
-  demo [--rounds N] [--seconds S]   two Istio-style pods on this machine, the same exchange
-                                    with acceleration off and on, numbers printed live
+  agent --config FILE               the node service (see README: config reference)
+  status [--config FILE] [--json]   what is attached, which netns are enabled, counters (from the pins)
+  uninstall [--config FILE]         detach and unpin every generation; live connections keep working
+  explain --pod FILE [--namespace FILE] [--mesh FILE] [--json]
+                                    would this pod be accelerated, and which rule decided
+  demo [--rounds N] [--seconds S]   two Istio-style pods on this machine, acceleration off vs on, live numbers
   help                              this text
 `;
+
+class UsageError extends Error {}
+
+function args<T extends Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>>(rest: string[], options: T) {
+  try {
+    return parseArgs({ args: rest, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+/** Pin root and cgroup from a config file, or the defaults. */
+function datapathLocation(configFile: string | undefined): { pinRoot: string; cgroup: string } {
+  if (!configFile) return { pinRoot: DEFAULT_PIN_ROOT, cgroup: resolveCgroup('auto') };
+  const c = loadConfigFile(configFile);
+  if (!c.ok) throw new StartupError(c.error);
+  return { pinRoot: c.config.datapath.pinDir, cgroup: resolveCgroup(c.config.datapath.cgroup) };
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
+    case 'agent': {
+      const v = args(rest, { config: { type: 'string' }, 'skip-self-test': { type: 'boolean', default: false } });
+      if (!v.config) throw new UsageError('agent needs --config FILE');
+      const agent = await Agent.start(v.config, { skipSelfTest: v['skip-self-test'] === true });
+      await new Promise<void>((resolve) => {
+        const stop = () => { void agent.stop().then(resolve); };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      return 0;
+    }
+    case 'status': {
+      const v = args(rest, { config: { type: 'string' }, json: { type: 'boolean', default: false } });
+      const { pinRoot, cgroup } = datapathLocation(v.config);
+      const gens = datapathStatus(pinRoot, cgroup);
+      process.stdout.write(v.json ? JSON.stringify({ pinRoot, cgroup, generations: gens }, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x)) + '\n' : statusText(gens, pinRoot));
+      return 0;
+    }
+    case 'uninstall': {
+      const v = args(rest, { config: { type: 'string' } });
+      const { pinRoot, cgroup } = datapathLocation(v.config);
+      const removed = uninstallAll(pinRoot, cgroup);
+      process.stdout.write(removed.length ? `detached and unpinned: ${removed.join(', ')}\n` : `nothing pinned under ${pinRoot}\n`);
+      return 0;
+    }
+    case 'explain': {
+      const v = args(rest, { pod: { type: 'string' }, namespace: { type: 'string' }, mesh: { type: 'string' }, json: { type: 'boolean', default: false } });
+      if (!v.pod) throw new UsageError('explain needs --pod FILE');
+      const r = explain({ pod: v.pod, ...(v.namespace ? { namespace: v.namespace } : {}), ...(v.mesh ? { mesh: v.mesh } : {}) });
+      process.stdout.write(v.json ? JSON.stringify({ enabled: r.enabled, rule: r.rule, warnings: r.warnings, excludePorts: r.excludePorts, pod: r.pod }) + '\n' : explainText(r));
+      return 0;
+    }
     case 'demo': {
-      const { values } = parseArgs({ args: rest, options: { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '2' } } });
-      const rounds = Number(values.rounds);
-      const seconds = Number(values.seconds);
+      const v = args(rest, { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '2' } });
+      const rounds = Number(v.rounds);
+      const seconds = Number(v.seconds);
       if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(seconds) || seconds < 1) {
-        process.stderr.write('demo: --rounds and --seconds take whole numbers >= 1\n');
-        return 2;
+        throw new UsageError('demo: --rounds and --seconds take whole numbers >= 1');
       }
       await runDemo({ rounds, seconds, out: process.stdout });
       return 0;
@@ -31,12 +90,19 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     default:
-      process.stderr.write(`sidecar-accel: unknown command ${JSON.stringify(command)}\n${USAGE}`);
-      return 2;
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   }
 }
 
 main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e: unknown) => {
-  process.stderr.write(`sidecar-accel: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exitCode = 1;
+  if (e instanceof UsageError) {
+    process.stderr.write(`sidecar-accel: ${e.message}\n\n${USAGE}`);
+    process.exitCode = 2;
+  } else if (e instanceof StartupError || e instanceof InputError) {
+    process.stderr.write(`sidecar-accel: ${e.message}\n`);
+    process.exitCode = e instanceof InputError ? 2 : 1;
+  } else {
+    process.stderr.write(`sidecar-accel: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 1;
+  }
 });

@@ -84,7 +84,7 @@ export class Datapath {
     readonly adopted: boolean,
     private readonly maps: Record<MapName, number>,
     private readonly progs: { sockops: number; msg: number },
-    private readonly link: number,
+    private link: number,
   ) {
     this.n = native();
     this.cpus = this.n.possibleCpus();
@@ -101,7 +101,21 @@ export class Datapath {
     const generation = objectGeneration(objectPath);
     const pinDir = path.join(pinRoot, `gen-${generation}`);
     if (fs.existsSync(path.join(pinDir, LINK_PIN))) return Datapath.adopt(n, generation, pinDir, cgroupPath);
+    if (fs.existsSync(pinDir)) {
+      // This build's generation was retired (detached, draining) by a newer one:
+      // keep it draining under another name and load afresh.
+      fs.renameSync(pinDir, `${pinDir}-retired-${Date.now()}`);
+    }
     return Datapath.load(n, objectPath, generation, pinDir, cgroupPath);
+  }
+
+  /**
+   * Opens a pinned generation as it is, attached or retired; never loads.
+   * For status, uninstall and draining old generations.
+   */
+  static openPinned(pinDir: string, cgroupPath: string): Datapath {
+    const name = path.basename(pinDir);
+    return Datapath.adopt(native(), name.replace(/^gen-/, ''), pinDir, cgroupPath, { allowDetached: true });
   }
 
   private static checkLayouts(n: NativeAddon, objectPath: string): void {
@@ -164,7 +178,8 @@ export class Datapath {
     }
   }
 
-  private static adopt(n: NativeAddon, generation: string, pinDir: string, cgroupPath: string): Datapath {
+  private static adopt(n: NativeAddon, generation: string, pinDir: string, cgroupPath: string,
+    opts: { allowDetached?: boolean } = {}): Datapath {
     const opened: number[] = [];
     const get = (name: string) => {
       const fd = n.objGet(path.join(pinDir, name));
@@ -176,15 +191,19 @@ export class Datapath {
       for (const name of MAP_NAMES) maps[name] = get(`map_${name}`);
       const sockops = get(`prog_${PROG_SOCKOPS}`);
       const msg = get(`prog_${PROG_MSG}`);
-      const link = get(LINK_PIN);
-      const li = n.linkInfo(link);
-      const want = cgroupId(cgroupPath);
-      if (li.cgroupId !== undefined && li.cgroupId !== want) {
-        throw new DatapathError(`pinned generation ${pinDir} is linked to cgroup id ${li.cgroupId}, not ${cgroupPath} (id ${want})`);
+      const linked = fs.existsSync(path.join(pinDir, LINK_PIN));
+      if (!linked && !opts.allowDetached) throw new DatapathError(`${pinDir} has no sockops link pinned`);
+      const link = linked ? get(LINK_PIN) : -1;
+      if (link >= 0) {
+        const li = n.linkInfo(link);
+        const want = cgroupId(cgroupPath);
+        if (li.cgroupId !== undefined && li.cgroupId !== want) {
+          throw new DatapathError(`pinned generation ${pinDir} is linked to cgroup id ${li.cgroupId}, not ${cgroupPath} (id ${want})`);
+        }
       }
       const dp = new Datapath(generation, pinDir, cgroupPath, true, maps, { sockops, msg }, link);
       // An sk_msg program stays on the pinned sockhash; re-attach if someone took it off.
-      if (!dp.attachment().skMsgAttached) n.progAttach(msg, maps.sock_hash, 'sk_msg_verdict');
+      if (link >= 0 && !dp.attachment().skMsgAttached) n.progAttach(msg, maps.sock_hash, 'sk_msg_verdict');
       return dp;
     } catch (e) {
       for (const fd of opened) n.closeFd(fd);
@@ -291,11 +310,38 @@ export class Datapath {
     };
   }
 
+  /** True while this generation's sockops program is linked (new sockets register here). */
+  get linked(): boolean {
+    return this.link >= 0;
+  }
+
+  /**
+   * Stops registering new sockets here (an upgrade's new generation takes
+   * over); sockets already paired keep these programs and maps until they close.
+   */
+  retire(): void {
+    this.live();
+    if (this.link < 0) return;
+    try { this.n.linkDetach(this.link); } catch (e) { if (!(isNativeError(e) && e.code === 'ENOLINK')) throw e; }
+    this.n.closeFd(this.link);
+    this.link = -1;
+    fs.rmSync(path.join(this.pinDir, LINK_PIN), { force: true });
+  }
+
+  /** Sockets still in this generation's sockhash (live registered connections). */
+  socketCount(): number {
+    this.live();
+    let n = 0;
+    const size = EXPECTED_LAYOUTS.accel_conn_key!.size;
+    for (let k = this.n.mapNextKey(this.maps.sock_hash, null, size); k; k = this.n.mapNextKey(this.maps.sock_hash, k, size)) n++;
+    return n;
+  }
+
   /** Closes this process's handles; the pinned datapath keeps working. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [...Object.values(this.maps), this.progs.sockops, this.progs.msg, this.link]) this.n.closeFd(fd);
+    for (const fd of [...Object.values(this.maps), this.progs.sockops, this.progs.msg, this.link]) if (fd >= 0) this.n.closeFd(fd);
   }
 
   /**
@@ -304,7 +350,7 @@ export class Datapath {
    */
   uninstall(): void {
     this.live();
-    try { this.n.linkDetach(this.link); } catch (e) { if (!(isNativeError(e) && e.code === 'ENOLINK')) throw e; }
+    this.retire();
     try {
       this.n.progDetach(this.progs.msg, this.maps.sock_hash, 'sk_msg_verdict');
     } catch (e) {

@@ -45,6 +45,12 @@ export interface NativeAddon {
   possibleCpus(): number;
   netnsCookie(nsPath: string): bigint;
   mountBpffs(path: string): void;
+  fionread(fd: number): number;
+  recvPeek(fd: number, len: number): Buffer;
+  /** Bytes accepted, or -1 when the kernel said EAGAIN. */
+  sendDontwait(fd: number, buf: Buffer): number;
+  setsockoptInt(fd: number, level: number, name: number, value: number): void;
+  getsockoptInt(fd: number, level: number, name: number): number;
 }
 
 export interface NativeError extends Error {

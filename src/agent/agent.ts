@@ -1,0 +1,225 @@
+// `sidecar-accel agent`: the node service. Start-up checks, load or adopt the
+// datapath (retiring older generations), self-test, then keep the kernel maps
+// equal to what the config's workloads, namespaces and mesh config ask for,
+// serve the read-only API, and reload the config on change or SIGHUP.
+import fs from 'node:fs';
+import path from 'node:path';
+import pino, { type Logger } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { Datapath, DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
+import { native } from '../datapath/native.js';
+import type { Counters } from '../datapath/layout.js';
+import { loadConfigFile } from '../config/load.js';
+import type { AgentConfig } from '../config/schema.js';
+import { ConfigWatcher } from '../config/watch.js';
+import { localNamespaces, localWorkloads } from '../workloads/local.js';
+import { reconcileOnce, type WorkloadStatus } from '../reconcile/reconciler.js';
+import { AgentMetrics } from '../api/metrics.js';
+import { buildApi } from '../api/server.js';
+import {
+  StartupError, checkCapabilities, checkHostCgroupRoot, checkKernel, checkNoForeignSockops, resolveCgroup,
+} from './checks.js';
+import { runSelfTest } from './selftest.js';
+
+export interface AgentOptions {
+  log?: Logger;
+  /** Skip the start-up self-test (tests that start many agents run it once). */
+  skipSelfTest?: boolean;
+}
+
+const RESYNC_MS = 10_000;
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+
+/** Generation directories under the pin root. */
+export function generationDirs(pinRoot: string): string[] {
+  if (!fs.existsSync(pinRoot)) return [];
+  return fs.readdirSync(pinRoot).filter((n) => n.startsWith('gen-')).map((n) => path.join(pinRoot, n)).sort();
+}
+
+/** Program ids of every pinned generation of ours (for the foreign-program check). */
+function ourProgramIds(pinRoot: string): Set<number> {
+  const ids = new Set<number>();
+  const n = native();
+  for (const dir of generationDirs(pinRoot)) {
+    const p = path.join(dir, 'prog_accel_sockops');
+    if (!fs.existsSync(p)) continue;
+    const fd = n.objGet(p);
+    try { ids.add(n.progInfo(fd).id); } finally { n.closeFd(fd); }
+  }
+  return ids;
+}
+
+export class Agent {
+  private statuses = new Map<string, WorkloadStatus>();
+  private reconciled = false;
+  private timer?: NodeJS.Timeout;
+  private backoffMs = BACKOFF_MIN_MS;
+  private stopped = false;
+  readonly metrics: AgentMetrics;
+  api?: FastifyInstance;
+  private watcher?: ConfigWatcher;
+
+  private constructor(
+    readonly configPath: string,
+    private config: AgentConfig,
+    readonly dp: Datapath,
+    private readonly draining: Datapath[],
+    readonly log: Logger,
+  ) {
+    this.metrics = new AgentMetrics(() => (this.stopped ? undefined : {
+      counters: () => this.dp.counters(),
+      workloads: () => this.workloads(),
+      workloadCounters: (c: bigint) => this.dp.netnsCounters(c),
+    }));
+  }
+
+  static async start(configPath: string, opts: AgentOptions = {}): Promise<Agent> {
+    const log = opts.log ?? pino({ base: { component: 'sidecar-accel' } });
+    const loaded = loadConfigFile(configPath);
+    if (!loaded.ok) throw new StartupError(`config: ${loaded.error}`);
+    const config = loaded.config;
+    checkCapabilities();
+    checkKernel();
+    const cgroup = resolveCgroup(config.datapath.cgroup);
+    checkHostCgroupRoot(cgroup, !config.datapath.requireRootCgroup);
+    const pinRoot = config.datapath.pinDir;
+    if (fs.existsSync(path.dirname(pinRoot))) checkNoForeignSockops(cgroup, ourProgramIds(pinRoot));
+    else checkNoForeignSockops(cgroup, new Set());
+
+    const dp = Datapath.open({ cgroupPath: cgroup, pinRoot, ...(config.datapath.object ? { objectPath: config.datapath.object } : {}) });
+    log.info({ generation: dp.generation, adopted: dp.adopted, cgroup, pinDir: dp.pinDir }, dp.adopted ? 'adopted the pinned datapath' : 'loaded the datapath');
+    // An upgrade: older generations stop taking new sockets and drain.
+    const draining: Datapath[] = [];
+    for (const dir of generationDirs(pinRoot)) {
+      if (dir === dp.pinDir) continue;
+      const old = Datapath.openPinned(dir, cgroup);
+      if (old.linked) {
+        old.retire();
+        log.info({ generation: old.generation }, 'retired an older generation; it drains as its connections close');
+      }
+      draining.push(old);
+    }
+    dp.setConfig({ crossPod: config.datapath.crossPod, keepaliveIdleSeconds: config.datapath.keepaliveIdleSeconds });
+
+    if (!opts.skipSelfTest) {
+      const st = await runSelfTest(dp);
+      const failed = st.checks.filter((c) => !c.ok);
+      if (!st.ok) {
+        if (!dp.adopted) dp.uninstall(); else dp.close();
+        throw new StartupError(`self-test failed on this kernel, refusing to accelerate: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`);
+      }
+      log.info({ checks: st.checks.map((c) => c.name) }, 'self-test passed');
+    }
+
+    const agent = new Agent(configPath, config, dp, draining, log);
+    agent.reconcile();
+    await agent.listen();
+    agent.watch();
+    return agent;
+  }
+
+  private async listen(): Promise<void> {
+    const listen = this.config.api.listen;
+    const i = listen.lastIndexOf(':');
+    this.api = buildApi({
+      ready: () => (this.reconciled && this.dp.linked ? { ready: true } : { ready: false, reason: this.reconciled ? 'datapath not attached' : 'first reconcile pending' }),
+      workloads: () => this.workloads(),
+      stats: () => this.stats(),
+    }, this.metrics);
+    await this.api.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) });
+    this.log.info({ listen }, 'API listening');
+  }
+
+  private watch(): void {
+    this.watcher = new ConfigWatcher(this.configPath, this.config);
+    this.watcher.on('config', (c) => this.applyConfig(c));
+    this.watcher.on('invalid', (error) => {
+      this.metrics.configErrors.inc();
+      this.log.error({ error }, 'config rejected');
+    });
+    this.watcher.start();
+  }
+
+  private applyConfig(c: AgentConfig): void {
+    const old = this.config.datapath;
+    if (c.datapath.cgroup !== old.cgroup || c.datapath.pinDir !== old.pinDir || c.api.listen !== this.config.api.listen) {
+      this.log.warn({}, 'datapath.cgroup, datapath.pinDir and api.listen take effect on restart; the rest is applied now');
+    }
+    this.config = c;
+    this.dp.setConfig({ crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds });
+    this.log.info({ workloads: c.workloads.length, namespaces: c.namespaces.length }, 'config reloaded');
+    this.reconcile();
+  }
+
+  /** One level-triggered pass; schedules the next (sooner, with backoff, after errors). */
+  reconcile(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    let errors = 0;
+    try {
+      const r = reconcileOnce(this.dp, {
+        workloads: localWorkloads(this.config), namespaces: localNamespaces(this.config), mesh: this.config.mesh,
+      }, this.log, this.statuses);
+      this.statuses = new Map(r.statuses.map((s) => [s.uid, s]));
+      errors = r.errors;
+      this.drainOldGenerations();
+    } catch (e) {
+      errors = 1;
+      this.log.error({ err: (e as Error).message }, 'reconcile failed');
+    }
+    this.reconciled = true;
+    if (errors) {
+      this.metrics.reconcileErrors.inc(errors);
+      this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+    } else {
+      this.backoffMs = BACKOFF_MIN_MS;
+    }
+    const delay = errors ? this.backoffMs * (0.75 + Math.random() / 2) : RESYNC_MS;
+    this.timer = setTimeout(() => this.reconcile(), delay);
+    this.timer.unref();
+  }
+
+  /** Old generations follow disables too, and are unpinned once their last socket is gone. */
+  private drainOldGenerations(): void {
+    const keep = this.dp.enabledNetns();
+    for (const old of [...this.draining]) {
+      for (const cookie of old.enabledNetns().keys()) if (!keep.has(cookie)) old.disable(cookie);
+      if (old.socketCount() === 0) {
+        old.uninstall();
+        this.draining.splice(this.draining.indexOf(old), 1);
+        this.log.info({ generation: old.generation }, 'older generation drained and unpinned');
+      }
+    }
+  }
+
+  workloads(): WorkloadStatus[] {
+    return [...this.statuses.values()];
+  }
+
+  stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; workloads: { namespace: string; name: string; counters: Counters | null }[] } {
+    return {
+      node: this.dp.counters(),
+      generation: this.dp.generation,
+      attached: this.dp.linked,
+      crossPod: this.dp.config().crossPod,
+      workloads: this.workloads().map((w) => ({
+        namespace: w.namespace, name: w.name, counters: w.netnsCookie ? this.dp.netnsCounters(BigInt(w.netnsCookie)) : null,
+      })),
+    };
+  }
+
+  /** Stops serving; the datapath stays pinned and working (hitless restart). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.watcher?.stop();
+    await this.api?.close();
+    for (const d of this.draining) d.close();
+    this.dp.close();
+    this.log.info({}, 'stopped; the datapath stays pinned');
+  }
+}
+
+export { DEFAULT_PIN_ROOT };

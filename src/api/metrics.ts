@@ -1,0 +1,75 @@
+// Prometheus metrics. Kernel counters are read from the pinned maps at
+// scrape time, so they are cumulative across agent restarts; the agent's own
+// counters (config and reconcile errors) count since this process started.
+import client from 'prom-client';
+import type { Counters } from '../datapath/layout.js';
+import type { WorkloadStatus } from '../reconcile/reconciler.js';
+
+export interface MetricsSource {
+  counters(): Counters;
+  workloads(): WorkloadStatus[];
+  workloadCounters(cookie: bigint): Counters | null;
+}
+
+const FALLBACK_REASONS: [keyof Counters, string][] = [
+  ['fallbackNoPeer', 'no_peer'], ['fallbackBackpressure', 'backpressure'], ['fallbackExcluded', 'excluded_port'],
+  ['fallbackDisabled', 'disabled'], ['fallbackUlp', 'ulp'], ['fallbackEarlyData', 'early_data'],
+  ['fallbackRepair', 'tcp_repair'], ['fallbackKeyConflict', 'key_conflict'], ['fallbackCrossPod', 'cross_pod_off'],
+];
+
+export class AgentMetrics {
+  readonly registry = new client.Registry();
+  readonly configErrors: client.Counter;
+  readonly reconcileErrors: client.Counter;
+
+  constructor(source: () => MetricsSource | undefined) {
+    const r = this.registry;
+    // A kernel counter: absolute value from the maps at each scrape.
+    const kernel = (name: string, help: string, value: (c: Counters) => bigint) => new client.Counter({
+      name, help, registers: [r],
+      collect() {
+        const s = source();
+        this.reset();
+        if (s) this.inc(Number(value(s.counters())));
+      },
+    });
+    kernel('sidecar_accel_sockets_paired_total', 'Sockets that sent their first message redirected to their peer.', (c) => c.socketsPaired);
+    kernel('sidecar_accel_pairing_misses_total', 'Sockets whose first message found no peer (that direction stays on TCP).', (c) => c.pairingMisses);
+    kernel('sidecar_accel_redirected_messages_total', 'Messages moved straight into the peer socket.', (c) => c.redirectedMessages);
+    kernel('sidecar_accel_redirected_bytes_total', 'Bytes moved straight into the peer socket.', (c) => c.redirectedBytes);
+    kernel('sidecar_accel_sockets_registered_total', 'Established sockets of enabled pods registered for pairing.', (c) => c.socketsRegistered);
+    new client.Counter({
+      name: 'sidecar_accel_fallbacks_total', help: 'Sockets or directions left on or moved to TCP, by reason.',
+      labelNames: ['reason'], registers: [r],
+      collect() {
+        const s = source();
+        this.reset();
+        if (s) { const c = s.counters(); for (const [k, reason] of FALLBACK_REASONS) this.inc({ reason }, Number(c[k])); }
+      },
+    });
+    new client.Gauge({
+      name: 'sidecar_accel_workloads', help: 'Workloads on this node by state.', labelNames: ['state'], registers: [r],
+      collect() {
+        const s = source();
+        this.reset();
+        for (const state of ['enabled', 'disabled', 'error']) this.set({ state }, s ? s.workloads().filter((w) => w.state === state).length : 0);
+      },
+    });
+    const perWorkload = (name: string, help: string, value: (c: Counters) => bigint) => new client.Counter({
+      name, help, labelNames: ['namespace', 'workload'], registers: [r],
+      collect() {
+        const s = source();
+        this.reset();
+        for (const w of s?.workloads() ?? []) {
+          if (w.netnsCookie === null) continue;
+          const c = s!.workloadCounters(BigInt(w.netnsCookie));
+          if (c) this.inc({ namespace: w.namespace, workload: w.name }, Number(value(c)));
+        }
+      },
+    });
+    perWorkload('sidecar_accel_workload_redirected_bytes_total', 'Bytes redirected, per enabled workload.', (c) => c.redirectedBytes);
+    perWorkload('sidecar_accel_workload_sockets_paired_total', 'Sockets paired, per enabled workload.', (c) => c.socketsPaired);
+    this.configErrors = new client.Counter({ name: 'sidecar_accel_config_errors_total', help: 'Config versions rejected (the last good one stayed in force).', registers: [r] });
+    this.reconcileErrors = new client.Counter({ name: 'sidecar_accel_reconcile_errors_total', help: 'Workloads that failed to reconcile (retried with backoff).', registers: [r] });
+  }
+}

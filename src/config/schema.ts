@@ -1,0 +1,41 @@
+// The agent's YAML config. Every field has a default except the workloads'
+// identities; an error names the path of the bad field.
+import { z } from 'zod';
+
+const stringMap = z.record(z.string(), z.string());
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:15081')
+  .refine((s) => { const p = Number(s.slice(s.lastIndexOf(':') + 1)); return p >= 1 && p <= 65535; }, 'port must be 1-65535');
+
+export const workloadSchema = z.object({
+  name: z.string().min(1),
+  namespace: z.string().min(1),
+  /** The pod's network namespace: a path (e.g. /var/run/netns/x) or a pid in it. */
+  netns: z.string().startsWith('/').optional(),
+  pid: z.number().int().positive().optional(),
+  annotations: stringMap.default({}),
+  labels: stringMap.default({}),
+}).strict().refine((w) => (w.netns === undefined) !== (w.pid === undefined), 'set exactly one of netns and pid');
+
+export const configSchema = z.object({
+  api: z.object({ listen: hostPort.default('127.0.0.1:15081') }).strict().default({ listen: '127.0.0.1:15081' }),
+  datapath: z.object({
+    /** "auto": the cgroup v2 mount root from /proc/mounts. */
+    cgroup: z.string().default('auto'),
+    /** Refuse a cgroup other than the host's cgroup v2 root (off only to scope tests to a sub-tree). */
+    requireRootCgroup: z.boolean().default(true),
+    pinDir: z.string().startsWith('/').default('/sys/fs/bpf/sidecar-accel'),
+    /** The BPF object to load; default the one this build ships (build/bpf/sidecar_accel.bpf.o). */
+    object: z.string().startsWith('/').optional(),
+    crossPod: z.boolean().default(false),
+    /** Keepalive idle/interval for paired sockets; below the conntrack established timeout. 0: off. */
+    keepaliveIdleSeconds: z.number().int().min(0).max(86_400).default(3600),
+  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600 }),
+  /** Istio MeshConfig; only defaultConfig.proxyMetadata.SIDECAR_ACCEL is read. */
+  mesh: z.unknown().optional(),
+  namespaces: z.array(z.object({ name: z.string().min(1), annotations: stringMap.default({}), labels: stringMap.default({}) }).strict()).default([]),
+  workloads: z.array(workloadSchema).default([]),
+}).strict();
+
+export type AgentConfig = z.infer<typeof configSchema>;
+export type WorkloadConfig = z.infer<typeof workloadSchema>;

@@ -1,0 +1,13 @@
+// The Kubernetes annotations and labels sidecar-accel reads (DESIGN.md 5).
+export const ANNOTATION_ENABLED = 'sidecar-accel.io/enabled';
+export const ANNOTATION_EXCLUDE_PORTS = 'sidecar-accel.io/exclude-ports';
+/** Istio's per-pod ProxyConfig override, YAML or JSON. */
+export const ANNOTATION_PROXY_CONFIG = 'proxy.istio.io/config';
+/** Written by Istio's sidecar injector: the pod has a sidecar. */
+export const ANNOTATION_SIDECAR_STATUS = 'sidecar.istio.io/status';
+/** Ambient (ztunnel) capture: the pod's sockets are ztunnel's business. */
+export const LABEL_DATAPLANE_MODE = 'istio.io/dataplane-mode';
+export const ANNOTATION_AMBIENT_REDIRECTION = 'ambient.istio.io/redirection';
+/** The ProxyConfig proxyMetadata key that switches acceleration. */
+export const PROXY_METADATA_KEY = 'SIDECAR_ACCEL';
+export const MAX_EXCLUDE_PORTS = 16;

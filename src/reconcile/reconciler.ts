@@ -1,0 +1,131 @@
+// Desired state -> kernel maps. Level-triggered (every run compares the whole
+// desired set with what the kernel map holds), idempotent, retried with
+// backoff on errors, and per workload all or nothing: a netns is enabled with
+// its exclusions in one map update, or not at all.
+import type { Logger } from 'pino';
+import { decide, type Rule } from '../policy/policy.js';
+import { netnsCookieOfPath, netnsCookieOfPid } from '../datapath/netns.js';
+import type { NetnsPolicy } from '../datapath/layout.js';
+import type { Namespace, Workload } from '../workloads/workload.js';
+import { netnsRefText } from '../workloads/workload.js';
+
+export interface KernelTarget {
+  enable(cookie: bigint, opts: { excludePorts: number[] }): void;
+  disable(cookie: bigint): boolean;
+  enabledNetns(): Map<bigint, NetnsPolicy>;
+}
+
+export type WorkloadState = 'enabled' | 'disabled' | 'error';
+
+export interface WorkloadStatus {
+  name: string;
+  namespace: string;
+  uid: string;
+  enabled: boolean;
+  state: WorkloadState;
+  rule: Rule;
+  netns: string;
+  netnsCookie: string | null;
+  excludePorts: number[];
+  warnings: string[];
+  error?: string;
+}
+
+export interface DesiredState {
+  workloads: Workload[];
+  namespaces: Map<string, Namespace>;
+  mesh: unknown;
+}
+
+export interface ReconcileResult { statuses: WorkloadStatus[]; errors: number }
+
+function samePolicy(a: NetnsPolicy | undefined, ports: number[]): boolean {
+  return !!a && a.enabled && a.excludePorts.length === ports.length && a.excludePorts.every((p, i) => p === ports[i]);
+}
+
+export function resolveCookie(w: Workload): bigint {
+  return 'path' in w.netns ? netnsCookieOfPath(w.netns.path) : netnsCookieOfPid(w.netns.pid);
+}
+
+/**
+ * One pass. `previous` lets it log state changes only. Errors of one
+ * workload never stop the others.
+ */
+export function reconcileOnce(
+  target: KernelTarget, desired: DesiredState, log: Logger, previous: Map<string, WorkloadStatus>,
+  cookieOf: (w: Workload) => bigint = resolveCookie,
+): ReconcileResult {
+  const statuses: WorkloadStatus[] = [];
+  const want = new Map<bigint, { ports: number[]; owners: WorkloadStatus[] }>();
+  const keepOff = new Set<bigint>();
+  let errors = 0;
+
+  for (const w of desired.workloads) {
+    const d = decide(w, desired.namespaces.get(w.namespace), desired.mesh);
+    const st: WorkloadStatus = {
+      name: w.name, namespace: w.namespace, uid: w.uid, enabled: false, state: 'disabled', rule: d.rule,
+      netns: netnsRefText(w.netns), netnsCookie: null, excludePorts: d.excludePorts, warnings: d.warnings,
+    };
+    statuses.push(st);
+    let cookie: bigint;
+    try {
+      cookie = cookieOf(w);
+    } catch (e) {
+      // A pod whose netns is gone or not there yet: nothing to enable or to keep.
+      st.state = d.enabled ? 'error' : 'disabled';
+      st.error = `network namespace ${st.netns}: ${(e as Error).message}`;
+      if (d.enabled) errors++;
+      continue;
+    }
+    st.netnsCookie = cookie.toString();
+    if (!d.enabled) { keepOff.add(cookie); continue; }
+    const entry = want.get(cookie) ?? { ports: d.excludePorts, owners: [] };
+    entry.owners.push(st);
+    want.set(cookie, entry);
+  }
+  // Two workloads in one netns that disagree: off wins (never touch a netns someone wants left alone).
+  for (const c of keepOff) {
+    const e = want.get(c);
+    if (e) {
+      for (const o of e.owners) o.warnings.push('another workload in the same network namespace is disabled; left disabled');
+      want.delete(c);
+    }
+  }
+
+  const actual = target.enabledNetns();
+  for (const [cookie, e] of want) {
+    try {
+      if (!samePolicy(actual.get(cookie), e.ports)) target.enable(cookie, { excludePorts: e.ports });
+      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; }
+    } catch (err) {
+      errors++;
+      for (const o of e.owners) { o.state = 'error'; o.error = `enabling: ${(err as Error).message}`; }
+    }
+  }
+  for (const cookie of actual.keys()) {
+    if (want.has(cookie)) continue;
+    try {
+      target.disable(cookie);
+    } catch (err) {
+      errors++;
+      log.error({ netnsCookie: cookie.toString(), err: (err as Error).message }, 'disabling a network namespace failed');
+    }
+  }
+
+  for (const st of statuses) {
+    const prev = previous.get(st.uid);
+    if (!prev || prev.state !== st.state || prev.rule !== st.rule || prev.error !== st.error) {
+      const line = { workload: `${st.namespace}/${st.name}`, state: st.state, rule: st.rule, netnsCookie: st.netnsCookie,
+        ...(st.excludePorts.length ? { excludePorts: st.excludePorts } : {}), ...(st.error ? { error: st.error } : {}) };
+      if (st.state === 'error') log.error(line, 'workload state changed');
+      else log.info(line, 'workload state changed');
+    }
+    if (st.warnings.length && JSON.stringify(prev?.warnings) !== JSON.stringify(st.warnings)) {
+      log.warn({ workload: `${st.namespace}/${st.name}`, warnings: st.warnings }, 'malformed settings ignored');
+    }
+  }
+  for (const [uid, prev] of previous) {
+    if (!statuses.some((s) => s.uid === uid)) log.info({ workload: `${prev.namespace}/${prev.name}`, state: 'removed' }, 'workload state changed');
+  }
+  return { statuses, errors };
+}
