@@ -3,6 +3,7 @@
 // equal to what the config's workloads, namespaces and mesh config ask for,
 // serve the read-only API, and reload the config on change or SIGHUP.
 import fs from 'node:fs';
+import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
@@ -59,6 +60,8 @@ export class Agent {
   readonly metrics: AgentMetrics;
   api?: FastifyInstance;
   private watcher?: ConfigWatcher;
+  /** `reconciled` after every pass, with the workloads' states. */
+  readonly events = new EventEmitter<{ reconciled: [WorkloadStatus[]] }>();
 
   private constructor(
     readonly configPath: string,
@@ -178,6 +181,7 @@ export class Agent {
     const delay = errors ? this.backoffMs * (0.75 + Math.random() / 2) : RESYNC_MS;
     this.timer = setTimeout(() => this.reconcile(), delay);
     this.timer.unref();
+    this.events.emit('reconciled', this.workloads());
   }
 
   /** Old generations follow disables too, and are unpinned once their last socket is gone. */

@@ -1,19 +1,25 @@
-// `sidecar-accel demo`: two Istio-style pods on this machine, the same
-// exchange through both sidecars with acceleration off and on, interleaved,
-// numbers printed as they come. Everything it builds is removed at the end
-// and on Ctrl-C.
+// `sidecar-accel demo`: two Istio-style pods on this machine and the real
+// agent, toggled the way an operator toggles it (the mesh config's
+// proxyMetadata.SIDECAR_ACCEL, hot-reloaded from the agent's config file).
+// The same exchange runs with acceleration off and on, interleaved, numbers
+// printed as they come. Everything is removed at the end and on Ctrl-C.
 import fs from 'node:fs';
-import { Datapath } from '../datapath/datapath.js';
-import { netnsCookieOfPath } from '../datapath/netns.js';
+import { once } from 'node:events';
+import pino from 'pino';
+import { Agent } from '../agent/agent.js';
+import { uninstallAll } from './status.js';
 import { createSidecarPair, APP_PORT, SERVICE_PORT, type SidecarPair } from '../topology/pair.js';
 import { SERVICE_VIP4 } from '../topology/topology.js';
 import { sweepStaleTopologies } from '../topology/sweep.js';
 import type { LineProcess } from '../util/lines.js';
+import type { WorkloadStatus } from '../reconcile/reconciler.js';
 import { startIperfServer, startSockperfServer, iperfStream, sockperfPingPong, type Latency } from '../measure/tools.js';
+import { Progress } from './progress.js';
 
 type Mode = 'iptables' | 'accel' | 'accel-crosspod';
+const MODES: Mode[] = ['iptables', 'accel', 'accel-crosspod'];
 
-export interface DemoOptions { rounds: number; seconds: number; out: NodeJS.WritableStream }
+export interface DemoOptions { rounds: number; seconds: number; out: NodeJS.WritableStream & { isTTY?: boolean } }
 
 interface Sample { mode: Mode; lat: Latency; gbps: number; redirected: bigint }
 
@@ -22,16 +28,35 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
+/** The agent config of the demo: both pods sidecar-injected, switched by the mesh config. */
+function demoConfig(pair: SidecarPair, pinRoot: string, port: number, mode: Mode): string {
+  const pod = (name: string, netns: string) => `  - name: ${name}
+    namespace: demo
+    netns: ${netns}
+    annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}`;
+  return [
+    `api: {listen: 127.0.0.1:${port}}`,
+    // Scoped to the demo's own cgroup so nothing else on this machine is touched.
+    `datapath: {cgroup: ${pair.topo.cgroupDir}, requireRootCgroup: false, pinDir: ${pinRoot}, crossPod: ${mode === 'accel-crosspod'}}`,
+    `mesh: {defaultConfig: {proxyMetadata: {SIDECAR_ACCEL: "${mode !== 'iptables'}"}}}`,
+    'workloads:',
+    pod('client', pair.a.netnsPath),
+    pod('server', pair.b.netnsPath),
+    '',
+  ].join('\n');
+}
+
 export async function runDemo(opts: DemoOptions): Promise<void> {
   const say = (s: string) => opts.out.write(s + '\n');
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces and loads BPF programs: run it as root');
-  say('sidecar-accel demo: two pods, HAProxy sidecars as uid 1337 behind Istio\'s REDIRECT rules');
+  const progress = new Progress(opts.out);
   let pair: SidecarPair | undefined;
-  let dp: Datapath | undefined;
+  let agent: Agent | undefined;
   let pinRoot = '';
   const cleanup = async () => {
-    try { dp?.uninstall(); } catch { /* already gone */ }
-    if (pinRoot) fs.rmSync(pinRoot, { recursive: true, force: true });
+    progress.done();
+    await agent?.stop();
+    if (pinRoot && pair) uninstallAll(pinRoot, pair.topo.cgroupDir);
     await pair?.topo.destroy();
   };
   const onSignal = () => { say('\ninterrupted: cleaning up'); void cleanup().finally(() => process.exit(130)); };
@@ -40,35 +65,41 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   try {
     const swept = await sweepStaleTopologies();
     if (swept.length) say(`removed leftovers of killed runs: ${swept.join(', ')}`);
+    say('sidecar-accel demo: two pods, HAProxy sidecars as uid 1337 behind Istio\'s REDIRECT rules');
     pair = await createSidecarPair('demo');
     pinRoot = `/sys/fs/bpf/${pair.topo.prefix}`;
-    dp = Datapath.open({ cgroupPath: pair.topo.cgroupDir, pinRoot });
-    const cookies = [netnsCookieOfPath(pair.a.netnsPath), netnsCookieOfPath(pair.b.netnsPath)];
-    say(`pods ${pair.a.netns} -> ${pair.b.netns}; service ${SERVICE_VIP4}:${SERVICE_PORT} -> app :${APP_PORT}`);
-    say(`latency: sockperf ping-pong, 64 B, round trip in us; throughput: iperf3, one stream; ${opts.rounds} interleaved rounds of ${opts.seconds} s\n`);
-    const samples: Sample[] = [];
-    const modes: Mode[] = ['iptables', 'accel', 'accel-crosspod'];
+    const cfgFile = pair.topo.file('agent.yaml');
+    const logFile = pair.topo.file('agent.log');
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    fs.writeFileSync(cfgFile, demoConfig(pair, pinRoot, port, 'iptables'));
+    agent = await Agent.start(cfgFile, { log: pino({ base: { component: 'sidecar-accel' } }, pino.destination({ dest: logFile, sync: true })) });
+    say(`agent up (kernel self-test passed), API on 127.0.0.1:${port}; pods ${pair.a.netns} -> ${pair.b.netns}`);
+    say(`service ${SERVICE_VIP4}:${SERVICE_PORT} -> app :${APP_PORT}; the toggle is the mesh config's proxyMetadata.SIDECAR_ACCEL`);
+    say(`latency: sockperf ping-pong 64 B, round trip; throughput: iperf3 one stream; ${opts.rounds} interleaved rounds of ${opts.seconds} s each\n`);
     say('round  mode             rtt p50    rtt p99    Gbit/s   redirected msgs');
+    const samples: Sample[] = [];
+    const p = pair;
+    const a = agent;
     for (let round = 1; round <= opts.rounds; round++) {
-      for (const mode of modes) {
-        if (mode === 'iptables') for (const c of cookies) dp.disable(c);
-        else for (const c of cookies) dp.enable(c);
-        dp.setConfig({ crossPod: mode === 'accel-crosspod', keepaliveIdleSeconds: 0 });
-        const before = dp.counters().redirectedMessages;
-        const p = pair;
+      for (const mode of MODES) {
+        await toggle(a, cfgFile, demoConfig(p, pinRoot, port, mode), mode !== 'iptables');
+        const before = a.dp.counters().redirectedMessages;
+        progress.start(`round ${round}/${opts.rounds} ${mode}: latency`, opts.seconds);
         // The sidecars route to the app port: its servers take turns on it.
         const lat = await withServer(() => startSockperfServer(p.b, APP_PORT),
           () => sockperfPingPong(p.a, SERVICE_VIP4, SERVICE_PORT, opts.seconds, 64));
+        progress.start(`round ${round}/${opts.rounds} ${mode}: throughput`, opts.seconds);
         const gbps = await withServer(() => startIperfServer(p.b, APP_PORT),
           () => iperfStream(p.a, SERVICE_VIP4, SERVICE_PORT, opts.seconds));
-        const redirected = dp.counters().redirectedMessages - before;
+        progress.done();
+        const redirected = a.dp.counters().redirectedMessages - before;
         samples.push({ mode, lat, gbps, redirected });
         say(`${String(round).padStart(5)}  ${mode.padEnd(15)} ${lat.p50.toFixed(1).padStart(7)} us ${lat.p99.toFixed(1).padStart(7)} us ${gbps.toFixed(2).padStart(8)}   ${redirected}`);
       }
     }
     say('\nmedians                 rtt p50    rtt p99    Gbit/s   vs iptables (p50, Gbit/s)');
     const base = samples.filter((s) => s.mode === 'iptables');
-    for (const mode of modes) {
+    for (const mode of MODES) {
       const ss = samples.filter((s) => s.mode === mode);
       const p50 = median(ss.map((s) => s.lat.p50));
       const p99 = median(ss.map((s) => s.lat.p99));
@@ -82,6 +113,20 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     process.off('SIGTERM', onSignal);
     await cleanup();
   }
+}
+
+/** Writes the config and waits until the agent has reconciled both pods to `enabled`. */
+async function toggle(agent: Agent, file: string, text: string, enabled: boolean): Promise<void> {
+  const settled = (ws: WorkloadStatus[]) => ws.length === 2 && ws.every((w) => w.enabled === enabled && w.state !== 'error');
+  if (fs.existsSync(file) && fs.readFileSync(file, 'utf8') === text && settled(agent.workloads())) return;
+  const done = (async () => {
+    for (;;) {
+      const [ws] = await once(agent.events, 'reconciled') as [WorkloadStatus[]];
+      if (settled(ws)) return;
+    }
+  })();
+  fs.writeFileSync(file, text);
+  await done;
 }
 
 /** Runs fn against a server that is started first and gone (exited) afterwards. */

@@ -7,7 +7,9 @@ export interface Latency { p50: number; p90: number; p99: number; avg: number; m
 
 /** A sockperf TCP server; resolves once it blocks on its listening socket. */
 export async function startSockperfServer(pod: Pod, port: number): Promise<LineProcess> {
-  const p = new LineProcess(pod.spawn('sockperf', ['server', '--tcp', '-i', '0.0.0.0', '-p', String(port)]));
+  // SO_REUSEADDR: servers take turns on one port, and the last one's closed
+  // connections may still sit in TIME_WAIT on it.
+  const p = new LineProcess(pod.spawn('sockperf', ['server', '--tcp', '--uc-reuseaddr', '-i', '0.0.0.0', '-p', String(port)]));
   await p.waitForLine((l) => l.includes('to block on socket'), 'sockperf server ready');
   return p;
 }

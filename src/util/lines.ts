@@ -33,7 +33,7 @@ export class LineProcess {
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       this.waiters.push({ pred, resolve });
-      void this.exited.then((code) => reject(new Error(`process exited (${code}) before ${what}; stderr: ${this.stderrText.slice(-2000)}`)));
+      void this.exited.then((code) => reject(new Error(`process exited (${code}) before ${what}; output: ${this.lines.slice(-5).join(' | ').slice(-1000)}; stderr: ${this.stderrText.slice(-1000)}`)));
     });
   }
 

@@ -1,0 +1,61 @@
+// The agent config: defaults, and a precise error for each kind of bad input.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfig } from '../../src/config/load.js';
+
+test('an empty file is every default', () => {
+  const r = parseConfig('');
+  assert.ok(r.ok);
+  assert.deepEqual(r.config.api, { listen: '127.0.0.1:15081' });
+  assert.deepEqual(r.config.datapath, { cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600 });
+  assert.deepEqual(r.config.workloads, []);
+});
+
+test('the documented example parses', () => {
+  const r = parseConfig(`
+api: {listen: 127.0.0.1:15081}
+datapath: {cgroup: auto, pinDir: /sys/fs/bpf/sidecar-accel, crossPod: false}
+mesh:
+  defaultConfig: {proxyMetadata: {SIDECAR_ACCEL: "false"}}
+namespaces:
+  - name: shop
+    annotations: {sidecar-accel.io/enabled: "true"}
+workloads:
+  - name: pod-a
+    namespace: shop
+    netns: /var/run/netns/pod-a
+    annotations:
+      sidecar.istio.io/status: '{"containers":["istio-proxy"]}'
+  - name: pod-b
+    namespace: shop
+    pid: 1234
+`);
+  assert.ok(r.ok, r.ok ? '' : r.error);
+  assert.equal(r.config.workloads[1]!.pid, 1234);
+});
+
+const bad: [string, string, RegExp][] = [
+  ['not YAML', 'a: [1, 2', /not valid YAML/],
+  ['unknown top-level key', 'apis: {}', /\(top level\): Unrecognized key.*apis/],
+  ['typo in datapath', 'datapath: {crosspod: true}', /datapath: Unrecognized key.*crosspod/],
+  ['wrong type', 'datapath: {crossPod: "yes"}', /datapath\.crossPod: .*boolean/],
+  ['bad listen address', 'api: {listen: "15081"}', /api\.listen: expected host:port/],
+  ['port out of range', 'api: {listen: "127.0.0.1:99999"}', /api\.listen: port must be 1-65535/],
+  ['relative pin dir', 'datapath: {pinDir: bpf}', /datapath\.pinDir/],
+  ['workload without netns or pid', 'workloads: [{name: a, namespace: n}]', /workloads\.0: set exactly one of netns and pid/],
+  ['workload with both', 'workloads: [{name: a, namespace: n, netns: /x, pid: 3}]', /workloads\.0: set exactly one of netns and pid/],
+  ['negative pid', 'workloads: [{name: a, namespace: n, pid: -3}]', /workloads\.0\.pid/],
+  ['annotation that is not a string', 'workloads: [{name: a, namespace: n, pid: 3, annotations: {x: 1}}]', /workloads\.0\.annotations\.x/],
+  ['duplicate workload', 'workloads: [{name: a, namespace: n, pid: 3}, {name: a, namespace: n, pid: 4}]', /n\/a is listed twice/],
+  ['a list at the top', '- a', /\(top level\)/],
+];
+for (const [name, text, re] of bad) {
+  test(`rejected with a precise error: ${name}`, () => {
+    const r = parseConfig(text, 'agent.yaml');
+    assert.equal(r.ok, false);
+    if (!r.ok) {
+      assert.match(r.error, /^agent\.yaml: /);
+      assert.match(r.error, re);
+    }
+  });
+}
