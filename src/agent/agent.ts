@@ -162,7 +162,7 @@ export class Agent {
     let errors = 0;
     try {
       const r = reconcileOnce(this.dp, {
-        workloads: localWorkloads(this.config), namespaces: localNamespaces(this.config), mesh: this.config.mesh,
+        workloads: localWorkloads(this.config), namespaces: localNamespaces(this.config), meshFor: () => this.config.mesh,
       }, this.log, this.statuses);
       this.statuses = new Map(r.statuses.map((s) => [s.uid, s]));
       errors = r.errors;

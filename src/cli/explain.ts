@@ -14,7 +14,7 @@ const meta = z.object({
   annotations: z.record(z.string(), z.string()).nullish(),
   labels: z.record(z.string(), z.string()).nullish(),
 });
-const manifest = z.object({ kind: z.string().optional(), metadata: meta });
+const manifest = z.object({ kind: z.string().optional(), metadata: meta, spec: z.object({ hostNetwork: z.boolean().optional() }).loose().optional() });
 
 function readYaml(file: string, what: string): unknown {
   let text: string;
@@ -27,7 +27,7 @@ function objectMeta(file: string, kind: 'Pod' | 'Namespace'): ObjectMeta {
   if (!r.success) throw new InputError(`${kind} ${file}: ${r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ')}`);
   if (r.data.kind !== undefined && r.data.kind !== kind) throw new InputError(`${file}: kind is ${r.data.kind}, expected ${kind}`);
   const m = r.data.metadata;
-  return { name: m.name, namespace: m.namespace, annotations: m.annotations ?? {}, labels: m.labels ?? {} };
+  return { name: m.name, namespace: m.namespace, annotations: m.annotations ?? {}, labels: m.labels ?? {}, hostNetwork: r.data.spec?.hostNetwork === true };
 }
 
 /** The istio ConfigMap (data.mesh holds MeshConfig as YAML), or a MeshConfig document. */
@@ -56,6 +56,8 @@ export function explain(input: ExplainInput): Decision & { pod: string } {
 
 const RULE_TEXT: Record<Decision['rule'], string> = {
   'ambient': 'the pod is captured by ambient (ztunnel): never accelerated',
+  'host-network': 'the pod uses the host network: never accelerated',
+  'tproxy-unsupported': 'the pod uses Istio\'s TPROXY interception mode, which is not supported: skipped',
   'no-sidecar': 'the pod has no injected sidecar (no sidecar.istio.io/status): never accelerated',
   'pod-annotation': 'pod annotation sidecar-accel.io/enabled',
   'pod-proxy-config': 'pod annotation proxy.istio.io/config, proxyMetadata.SIDECAR_ACCEL',

@@ -11,3 +11,5 @@ export const ANNOTATION_AMBIENT_REDIRECTION = 'ambient.istio.io/redirection';
 /** The ProxyConfig proxyMetadata key that switches acceleration. */
 export const PROXY_METADATA_KEY = 'SIDECAR_ACCEL';
 export const MAX_EXCLUDE_PORTS = 16;
+/** Istio's capture mode of a pod: REDIRECT (default) or TPROXY. */
+export const ANNOTATION_INTERCEPTION_MODE = 'sidecar.istio.io/interceptionMode';

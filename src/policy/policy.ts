@@ -4,11 +4,13 @@
 import YAML from 'yaml';
 import {
   ANNOTATION_AMBIENT_REDIRECTION, ANNOTATION_ENABLED, ANNOTATION_EXCLUDE_PORTS, ANNOTATION_PROXY_CONFIG,
-  ANNOTATION_SIDECAR_STATUS, LABEL_DATAPLANE_MODE, MAX_EXCLUDE_PORTS, PROXY_METADATA_KEY,
+  ANNOTATION_INTERCEPTION_MODE, ANNOTATION_SIDECAR_STATUS, LABEL_DATAPLANE_MODE, MAX_EXCLUDE_PORTS, PROXY_METADATA_KEY,
 } from './annotations.js';
 
 export interface ObjectMeta {
   name: string;
+  /** Pods only: shares the node's network namespace. */
+  hostNetwork?: boolean;
   namespace?: string;
   annotations?: Record<string, string>;
   labels?: Record<string, string>;
@@ -19,6 +21,8 @@ export type MeshConfig = unknown;
 
 export type Rule =
   | 'ambient'
+  | 'host-network'
+  | 'tproxy-unsupported'
   | 'no-sidecar'
   | 'pod-annotation'
   | 'pod-proxy-config'
@@ -112,6 +116,11 @@ export function decide(pod: ObjectMeta, namespace: ObjectMeta | undefined, mesh:
   const result = (enabled: boolean, rule: Rule): Decision => ({ enabled, rule, excludePorts, warnings });
 
   if (isAmbient(pod)) return result(false, 'ambient');
+  // The node's own netns: enabling it would touch every host socket.
+  if (pod.hostNetwork) return result(false, 'host-network');
+  // Istio's TPROXY capture keeps original addresses on Envoy's sockets; its
+  // rules are not part of the verified datapath, so such pods are skipped.
+  if (a[ANNOTATION_INTERCEPTION_MODE] === 'TPROXY') return result(false, 'tproxy-unsupported');
   if (a[ANNOTATION_SIDECAR_STATUS] === undefined) return result(false, 'no-sidecar');
 
   const podFlag = boolSetting(a[ANNOTATION_ENABLED], `pod annotation ${ANNOTATION_ENABLED}`, warnings);

@@ -8,6 +8,7 @@ import { netnsCookieOfPath, netnsCookieOfPid } from '../datapath/netns.js';
 import type { NetnsPolicy } from '../datapath/layout.js';
 import type { Namespace, Workload } from '../workloads/workload.js';
 import { netnsRefText } from '../workloads/workload.js';
+import { podNetnsPath } from '../workloads/pod-netns.js';
 
 export interface KernelTarget {
   enable(cookie: bigint, opts: { excludePorts: number[] }): void;
@@ -34,7 +35,8 @@ export interface WorkloadStatus {
 export interface DesiredState {
   workloads: Workload[];
   namespaces: Map<string, Namespace>;
-  mesh: unknown;
+  /** The MeshConfig that applies to a workload (per Istio revision). */
+  meshFor: (w: Workload) => unknown;
 }
 
 export interface ReconcileResult { statuses: WorkloadStatus[]; errors: number }
@@ -43,8 +45,11 @@ function samePolicy(a: NetnsPolicy | undefined, ports: number[]): boolean {
   return !!a && a.enabled && a.excludePorts.length === ports.length && a.excludePorts.every((p, i) => p === ports[i]);
 }
 
-export function resolveCookie(w: Workload): bigint {
-  return 'path' in w.netns ? netnsCookieOfPath(w.netns.path) : netnsCookieOfPid(w.netns.pid);
+/** Resolves a workload's netns cookie; `procRoot` is the host's /proc for pod UIDs. */
+export function resolveCookie(w: Workload, procRoot = '/proc'): bigint {
+  if ('path' in w.netns) return netnsCookieOfPath(w.netns.path);
+  if ('pid' in w.netns) return netnsCookieOfPid(w.netns.pid);
+  return netnsCookieOfPath(podNetnsPath(w.netns.podUid, procRoot));
 }
 
 /**
@@ -61,7 +66,7 @@ export function reconcileOnce(
   let errors = 0;
 
   for (const w of desired.workloads) {
-    const d = decide(w, desired.namespaces.get(w.namespace), desired.mesh);
+    const d = decide(w, desired.namespaces.get(w.namespace), desired.meshFor(w));
     const st: WorkloadStatus = {
       name: w.name, namespace: w.namespace, uid: w.uid, enabled: false, state: 'disabled', rule: d.rule,
       netns: netnsRefText(w.netns), netnsCookie: null, excludePorts: d.excludePorts, warnings: d.warnings,

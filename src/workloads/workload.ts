@@ -1,6 +1,7 @@
 // The one record every workload source yields (local file today; Kubernetes
 // and xDS later).
-export type NetnsRef = { path: string } | { pid: number };
+/** Where a workload's network namespace is: a path, a pid in it, or (Kubernetes) the pod's UID. */
+export type NetnsRef = { path: string } | { pid: number } | { podUid: string };
 
 export interface Workload {
   /** Stable identity within its source. */
@@ -10,7 +11,11 @@ export interface Workload {
   annotations: Record<string, string>;
   labels: Record<string, string>;
   netns: NetnsRef;
-  source: 'local';
+  /** A hostNetwork pod shares the node's netns: never a candidate. */
+  hostNetwork?: boolean;
+  /** Istio revision (label istio.io/rev): selects the istio-<rev> mesh config. */
+  revision?: string;
+  source: 'local' | 'kubernetes';
 }
 
 export interface Namespace {
@@ -20,5 +25,7 @@ export interface Namespace {
 }
 
 export function netnsRefText(n: NetnsRef): string {
-  return 'path' in n ? n.path : `pid ${n.pid}`;
+  if ('path' in n) return n.path;
+  if ('pid' in n) return `pid ${n.pid}`;
+  return `pod ${n.podUid}`;
 }
