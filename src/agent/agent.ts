@@ -14,7 +14,9 @@ import { loadConfigFile } from '../config/load.js';
 import type { AgentConfig } from '../config/schema.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { localNamespaces, localWorkloads } from '../workloads/local.js';
-import { reconcileOnce, type WorkloadStatus } from '../reconcile/reconciler.js';
+import { reconcileOnce, resolveCookie, type WorkloadStatus } from '../reconcile/reconciler.js';
+import { KubernetesSource } from '../workloads/kubernetes.js';
+import * as k8s from '@kubernetes/client-node';
 import { AgentMetrics } from '../api/metrics.js';
 import { buildApi } from '../api/server.js';
 import {
@@ -60,6 +62,7 @@ export class Agent {
   readonly metrics: AgentMetrics;
   api?: FastifyInstance;
   private watcher?: ConfigWatcher;
+  private kube?: KubernetesSource;
   /** `reconciled` after every pass, with the workloads' states. */
   readonly events = new EventEmitter<{ reconciled: [WorkloadStatus[]] }>();
 
@@ -116,17 +119,43 @@ export class Agent {
     }
 
     const agent = new Agent(configPath, config, dp, draining, log);
+    agent.startKubernetes();
     agent.reconcile();
     await agent.listen();
     agent.watch();
     return agent;
   }
 
+  /** The kubernetes source, when configured; its changes trigger a reconcile. */
+  private startKubernetes(): void {
+    const kc = this.config.kubernetes;
+    if (!kc.enabled) return;
+    const nodeName = kc.nodeName ?? process.env.NODE_NAME;
+    if (!nodeName) throw new StartupError('kubernetes.enabled needs kubernetes.nodeName or the NODE_NAME environment variable');
+    const kubeConfig = new k8s.KubeConfig();
+    try {
+      if (kc.kubeconfig) kubeConfig.loadFromFile(kc.kubeconfig); else kubeConfig.loadFromCluster();
+    } catch (e) {
+      throw new StartupError(`kubernetes: cannot load ${kc.kubeconfig ?? 'the in-cluster config'}: ${(e as Error).message}`);
+    }
+    this.kube = new KubernetesSource({
+      kubeConfig, nodeName, istioNamespace: kc.istioNamespace, log: this.log.child({ source: 'kubernetes' }),
+      onChange: () => this.reconcile(),
+    });
+    this.kube.start();
+    this.log.info({ nodeName, server: kubeConfig.getCurrentCluster()?.server }, 'watching pods of this node');
+  }
+
   private async listen(): Promise<void> {
     const listen = this.config.api.listen;
     const i = listen.lastIndexOf(':');
     this.api = buildApi({
-      ready: () => (this.reconciled && this.dp.linked ? { ready: true } : { ready: false, reason: this.reconciled ? 'datapath not attached' : 'first reconcile pending' }),
+      ready: () => {
+        if (!this.reconciled) return { ready: false, reason: 'first reconcile pending' };
+        if (!this.dp.linked) return { ready: false, reason: 'datapath not attached' };
+        if (this.kube && !this.kube.health().synced) return { ready: false, reason: `kubernetes source not synced: ${this.kube.health().lastError ?? 'listing'}` };
+        return { ready: true };
+      },
       workloads: () => this.workloads(),
       stats: () => this.stats(),
     }, this.metrics);
@@ -161,9 +190,15 @@ export class Agent {
     clearTimeout(this.timer);
     let errors = 0;
     try {
+      const kube = this.kube;
+      const namespaces = new Map([...(kube?.namespaces() ?? []), ...localNamespaces(this.config)]);
+      const procRoot = this.config.kubernetes.hostProc;
       const r = reconcileOnce(this.dp, {
-        workloads: localWorkloads(this.config), namespaces: localNamespaces(this.config), meshFor: () => this.config.mesh,
-      }, this.log, this.statuses);
+        workloads: [...localWorkloads(this.config), ...(kube?.workloads() ?? [])],
+        namespaces,
+        // In a cluster the istio ConfigMap is the truth; the config's mesh is the fallback.
+        meshFor: (w) => (w.source === 'kubernetes' ? kube?.meshFor(w) ?? this.config.mesh : this.config.mesh),
+      }, this.log, this.statuses, (w) => resolveCookie(w, procRoot));
       this.statuses = new Map(r.statuses.map((s) => [s.uid, s]));
       errors = r.errors;
       this.drainOldGenerations();
@@ -219,6 +254,7 @@ export class Agent {
     this.stopped = true;
     clearTimeout(this.timer);
     this.watcher?.stop();
+    await this.kube?.stop();
     await this.api?.close();
     for (const d of this.draining) d.close();
     this.dp.close();

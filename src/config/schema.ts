@@ -31,6 +31,17 @@ export const configSchema = z.object({
     /** Keepalive idle/interval for paired sockets; below the conntrack established timeout. 0: off. */
     keepaliveIdleSeconds: z.number().int().min(0).max(86_400).default(3600),
   }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600 }),
+  /** The kubernetes workload source (pods of this node from the API server). */
+  kubernetes: z.object({
+    enabled: z.boolean().default(false),
+    /** This node's name; default the NODE_NAME environment variable (downward API). */
+    nodeName: z.string().min(1).optional(),
+    /** A kubeconfig file; default the in-cluster service account. */
+    kubeconfig: z.string().startsWith('/').optional(),
+    /** The host's /proc, mounted into the agent, to find pods' network namespaces. */
+    hostProc: z.string().startsWith('/').default('/proc'),
+    istioNamespace: z.string().min(1).default('istio-system'),
+  }).strict().default({ enabled: false, hostProc: '/proc', istioNamespace: 'istio-system' }),
   /** Istio MeshConfig; only defaultConfig.proxyMetadata.SIDECAR_ACCEL is read. */
   mesh: z.unknown().optional(),
   namespaces: z.array(z.object({ name: z.string().min(1), annotations: stringMap.default({}), labels: stringMap.default({}) }).strict()).default([]),

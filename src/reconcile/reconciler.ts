@@ -19,6 +19,7 @@ export interface KernelTarget {
 export type WorkloadState = 'enabled' | 'disabled' | 'error';
 
 export interface WorkloadStatus {
+  source: Workload['source'];
   name: string;
   namespace: string;
   uid: string;
@@ -40,6 +41,7 @@ export interface DesiredState {
 }
 
 export interface ReconcileResult { statuses: WorkloadStatus[]; errors: number }
+
 
 function samePolicy(a: NetnsPolicy | undefined, ports: number[]): boolean {
   return !!a && a.enabled && a.excludePorts.length === ports.length && a.excludePorts.every((p, i) => p === ports[i]);
@@ -68,7 +70,7 @@ export function reconcileOnce(
   for (const w of desired.workloads) {
     const d = decide(w, desired.namespaces.get(w.namespace), desired.meshFor(w));
     const st: WorkloadStatus = {
-      name: w.name, namespace: w.namespace, uid: w.uid, enabled: false, state: 'disabled', rule: d.rule,
+      source: w.source, name: w.name, namespace: w.namespace, uid: w.uid, enabled: false, state: 'disabled', rule: d.rule,
       netns: netnsRefText(w.netns), netnsCookie: null, excludePorts: d.excludePorts, warnings: d.warnings,
     };
     statuses.push(st);

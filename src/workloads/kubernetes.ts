@@ -88,7 +88,7 @@ export class KubernetesSource {
     this.errors++;
     w.lastError = errorText(err);
     const delay = w.backoffMs * (0.75 + Math.random() / 2);
-    this.opts.log.warn({ source: 'kubernetes', watch: w.name, err: w.lastError, retryInMs: Math.round(delay) }, 'list/watch failed; keeping the last known state');
+    this.opts.log.warn({ watch: w.name, err: w.lastError, retryInMs: Math.round(delay) }, 'list/watch failed; keeping the last known state');
     w.backoffMs = Math.min(w.backoffMs * 2, this.maxMs);
     clearTimeout(w.timer);
     w.timer = setTimeout(() => void this.begin(w), delay);
