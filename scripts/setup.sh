@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 # procps: the pod topology of tests, demo and bench (ip netns, ss, nstat,
 # sysctl); haproxy: the real sidecar proxy of tests and bench; iperf3 and
 # sockperf: native timed clients of the bench; python3, make, g++, pkg-config:
-# node-gyp.
+# node-gyp; util-linux: nsenter and setpriv.
 PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables procps haproxy iperf3 sockperf
-          python3 make g++ pkg-config)
+          python3 make g++ pkg-config util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -19,6 +19,8 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# kubectl renders deploy/ (kubectl kustomize) in the tests; any kubectl will do.
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup: missing Debian packages (${missing[*]}); run as root or install them" >&2
