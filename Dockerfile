@@ -12,6 +12,10 @@ RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --
       clang llvm libbpf-dev bpftool make g++ python3 pkg-config ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# A site CA for the npm registry behind a TLS-inspecting proxy, if the builder
+# passes one (scripts/build-image.sh mounts the host's); unset otherwise.
+ARG NODE_EXTRA_CA_CERTS
+ARG npm_config_cafile
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
 COPY tsconfig.json ./
