@@ -77,6 +77,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_REPAIR,       /* TCP_REPAIR socket: never registered */
 	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken: never registered */
 	ACCEL_CNT_FALLBACK_CROSS_POD,    /* the other end is in another pod, cross-pod off */
+	ACCEL_CNT_SOCKETS_RELEASED,      /* registered, sent over TCP, cannot pair: back to plain TCP */
 	ACCEL_CNT_MAX
 };
 

@@ -262,8 +262,9 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	info.psock = (unsigned long)BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_user_data) &
 		     SK_USER_DATA_PTRMASK;
 	bpf_map_update_elem(&peer_info, &st->key, &info, BPF_ANY);
-	/* To unpublish on close (STATE_CB). */
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* To unpublish on close (STATE_CB), and to release a socket that cannot pair (RTT_CB). */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+					 BPF_SOCK_OPS_RTT_CB_FLAG);
 
 	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
 	if (!cfg)
@@ -306,6 +307,65 @@ static __always_inline void unpublish(struct bpf_sock_ops *skops)
 	bpf_map_delete_elem(&peer_info, &st->key);
 }
 
+/*
+ * The first RTT sample after ESTABLISHED is an ACK of data this socket sent
+ * over TCP (a paired socket sends none). A socket in the sockhash sends
+ * through the psock's slower path; if it can never pair, it goes back to
+ * plain TCP here, where the kernel allows a sockhash delete.
+ */
+static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
+{
+	struct accel_conn_key peer_key;
+	struct accel_peer_info *info;
+	struct accel_config *cfg;
+	struct sock_state *st;
+	struct bpf_sock *sk = skops->sk;
+	struct sk_psock *psock;
+	struct tcp_sock *tp;
+	__u32 zero = 0;
+
+	/* One look is enough: what this socket is does not change later. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	/* A paired socket keeps its entry: its backpressure fallback is temporary for the peer. */
+	if (!st || !(st->flags & SOCK_REGISTERED) || (st->flags & SOCK_PAIRED))
+		return;
+	peer_key = st->key;
+	peer_key.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
+	/*
+	 * The peer has processed our data, so a local peer has registered by now.
+	 * One that may still redirect to us keeps us registered: same netns, or
+	 * another with cross-pod pairing on.
+	 */
+	info = bpf_map_lookup_elem(&peer_info, &peer_key);
+	if (info) {
+		if (info->netns_cookie == st->netns_cookie)
+			return;
+		cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+		if (cfg && (cfg->flags & ACCEL_CFG_CROSS_POD))
+			return;
+	}
+	/*
+	 * I2: leaving the sockhash drops the psock and its receive queue. Nothing
+	 * may be queued there: the peer enqueues under this socket's lock, which
+	 * this callback holds, so the check cannot race with a redirect.
+	 */
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	psock = (struct sk_psock *)((unsigned long)BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_user_data) &
+				    SK_USER_DATA_PTRMASK);
+	if (!psock || BPF_CORE_READ(psock, msg_tot_len))
+		return;
+	if (bpf_map_delete_elem(&sock_hash, &st->key))
+		return;
+	bpf_map_delete_elem(&peer_info, &st->key);
+	st->flags &= ~SOCK_REGISTERED;
+	count(st->netns_cookie, ACCEL_CNT_SOCKETS_RELEASED, 1);
+}
+
 SEC("sockops")
 int accel_sockops(struct bpf_sock_ops *skops)
 {
@@ -313,6 +373,9 @@ int accel_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)
 			unpublish(skops);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		release_unpairable(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		register_socket(skops, ACCEL_ROLE_CLIENT);

@@ -15,9 +15,15 @@ export const COUNTER_NAMES = [
   'redirectedMessages', 'redirectedBytes', 'tcpMessages',
   'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
   'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict', 'fallbackCrossPod',
+  'socketsReleased',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, bigint>;
+
+/** What each counter gained from `before` to `after`. */
+export function countersDelta(after: Counters, before: Counters): Counters {
+  return Object.fromEntries(COUNTER_NAMES.map((k) => [k, after[k] - before[k]])) as Counters;
+}
 
 interface FieldSpec { name: string; offset: number; size: number }
 

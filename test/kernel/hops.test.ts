@@ -4,7 +4,7 @@
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { Mesh, APP_PORT } from './mesh.js';
-import { ssSockets, tcpOutSegs, addr, type SsSocket } from './proof.js';
+import { ssSockets, tcpOutSegs, addr, type SsSocket } from '../../src/measure/kernel.js';
 import { kernelSkip, assertKernelAccess } from './gate.js';
 import { SERVICE_VIP4, SERVICE_VIP6 } from '../../src/topology/topology.js';
 
@@ -88,6 +88,26 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       assertOverTcp(r.hops[1]!);
       assertRedirected(r.hops[2]!);
       assert.ok(m.counters().fallbackCrossPod > 0n, 'the cross-pod hop was refused for the flag');
+      // Both ends of the cross-pod hop left the sockhash after their first
+      // ACK: the rest of that connection ran on plain TCP, intact.
+      assert.equal(m.counters().socketsReleased, 2n);
+    } finally {
+      await m.close();
+    }
+  });
+
+  test('a socket whose peer cannot pair goes back to plain TCP; its stream stays intact', async () => {
+    // Pod b is not enabled: it stands in for a pod on another node.
+    const m = await Mesh.create({ label: 'release', crossPod: true, enable: false });
+    try {
+      m.dp.enable(m.cookieA);
+      const r = await runHeld(m, 4);
+      assertRedirected(r.hops[0]!);
+      assertOverTcp(r.hops[1]!);
+      assertOverTcp(r.hops[2]!);
+      const c = m.counters();
+      assert.equal(c.socketsReleased, 1n, 'sidecar a\'s upstream socket, and only it, was released');
+      assert.ok(c.socketsPaired >= 2n, 'the in-pod hop stayed paired');
     } finally {
       await m.close();
     }
@@ -99,6 +119,7 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       try {
         const r = await runHeld(m, family);
         for (const h of r.hops) assertRedirected(h);
+        assert.equal(m.counters().socketsReleased, 0n, 'a paired socket is never released');
         // Only handshakes and FINs remain on the wire: a few segments per socket
         // against thousands of messages redirected.
         assert.ok(r.msgs > 1000n, `redirected messages ${r.msgs}`);
