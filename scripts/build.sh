@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 make -s -C bpf
 
+# The bench's timed request/response client and echo server.
+mkdir -p build/bench
+if [[ ! -x build/bench/rr || bench/native/rr.c -nt build/bench/rr ]]; then
+  cc -O2 -Wall -Wextra -Werror -o build/bench/rr bench/native/rr.c
+fi
+
 # node-gyp would download Node's headers; build against the local ones.
 nodedir=${npm_config_nodedir:-$(node -p "require('path').resolve(process.execPath, '../..')")}
 if [[ ! -f $nodedir/include/node/node_api.h ]]; then

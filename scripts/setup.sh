@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 # clang/llvm/bpftool/libbpf-dev: build bpf/ and native/; iproute2, iptables,
 # procps: the pod topology of tests, demo and bench (ip netns, ss, nstat,
 # sysctl); haproxy: the real sidecar proxy of tests and bench; iperf3 and
-# sockperf: native timed clients of the bench; python3, make, g++, pkg-config:
-# node-gyp; util-linux: nsenter and setpriv.
-PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables procps haproxy iperf3 sockperf
-          python3 make g++ pkg-config util-linux)
+# sockperf, wrk: native timed clients of tests, demo and bench (gcc builds the
+# bench's own rr client); openssl: the sidecars' TLS certificate in the bench;
+# python3, make, g++, pkg-config: node-gyp; util-linux: nsenter and setpriv.
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables procps haproxy iperf3 sockperf wrk
+          openssl python3 make gcc g++ pkg-config util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

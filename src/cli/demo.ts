@@ -4,16 +4,14 @@
 // The same exchange runs with acceleration off and on, interleaved, numbers
 // printed as they come. Everything is removed at the end and on Ctrl-C.
 import fs from 'node:fs';
-import { once } from 'node:events';
 import pino from 'pino';
 import { Agent } from '../agent/agent.js';
 import { uninstallAll } from './status.js';
 import { createSidecarPair, APP_PORT, SERVICE_PORT, type SidecarPair } from '../topology/pair.js';
 import { SERVICE_VIP4 } from '../topology/topology.js';
 import { sweepStaleTopologies } from '../topology/sweep.js';
-import type { LineProcess } from '../util/lines.js';
-import type { WorkloadStatus } from '../reconcile/reconciler.js';
-import { startIperfServer, startSockperfServer, iperfStream, sockperfPingPong, type Latency } from '../measure/tools.js';
+import { applyAgentConfig } from '../agent/apply-config.js';
+import { startIperfServer, startSockperfServer, iperfStream, sockperfPingPong, withServer, type Latency } from '../measure/tools.js';
 import { Progress } from './progress.js';
 
 type Mode = 'iptables' | 'accel' | 'accel-crosspod';
@@ -82,7 +80,9 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     const a = agent;
     for (let round = 1; round <= opts.rounds; round++) {
       for (const mode of MODES) {
-        await toggle(a, cfgFile, demoConfig(p, pinRoot, port, mode), mode !== 'iptables');
+        const enabled = mode !== 'iptables';
+        await applyAgentConfig(a, cfgFile, demoConfig(p, pinRoot, port, mode),
+          (ws) => ws.length === 2 && ws.every((w) => w.enabled === enabled && w.state !== 'error'));
         const before = a.dp.counters().redirectedMessages;
         progress.start(`round ${round}/${opts.rounds} ${mode}: latency`, opts.seconds);
         // The sidecars route to the app port: its servers take turns on it.
@@ -112,30 +112,5 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await cleanup();
-  }
-}
-
-/** Writes the config and waits until the agent has reconciled both pods to `enabled`. */
-async function toggle(agent: Agent, file: string, text: string, enabled: boolean): Promise<void> {
-  const settled = (ws: WorkloadStatus[]) => ws.length === 2 && ws.every((w) => w.enabled === enabled && w.state !== 'error');
-  if (fs.existsSync(file) && fs.readFileSync(file, 'utf8') === text && settled(agent.workloads())) return;
-  const done = (async () => {
-    for (;;) {
-      const [ws] = await once(agent.events, 'reconciled') as [WorkloadStatus[]];
-      if (settled(ws)) return;
-    }
-  })();
-  fs.writeFileSync(file, text);
-  await done;
-}
-
-/** Runs fn against a server that is started first and gone (exited) afterwards. */
-async function withServer<T>(start: () => Promise<LineProcess>, fn: () => Promise<T>): Promise<T> {
-  const server = await start();
-  try {
-    return await fn();
-  } finally {
-    server.child.kill('SIGKILL');
-    await server.exited;
   }
 }

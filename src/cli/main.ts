@@ -18,6 +18,8 @@ commands:
   explain --pod FILE [--namespace FILE] [--mesh FILE] [--json]
                                     would this pod be accelerated, and which rule decided
   demo [--rounds N] [--seconds S]   two Istio-style pods on this machine, acceleration off vs on, live numbers
+  bench [--quick] [--json FILE] [--md FILE] [--chart FILE] [--cpus LIST] [--rounds N] [--seconds S]
+                                    the benchmark suite: every scenario and workload, interleaved, kernel-verified
   help                              this text
 `;
 
@@ -82,6 +84,31 @@ async function main(argv: string[]): Promise<number> {
         throw new UsageError('demo: --rounds and --seconds take whole numbers >= 1');
       }
       await runDemo({ rounds, seconds, out: process.stdout });
+      return 0;
+    }
+    case 'bench': {
+      const v = args(rest, {
+        quick: { type: 'boolean', default: false }, json: { type: 'string' }, md: { type: 'string' }, chart: { type: 'string' },
+        cpus: { type: 'string' }, rounds: { type: 'string' }, seconds: { type: 'string' },
+      });
+      const whole = (x: string | undefined, name: string) => {
+        if (x === undefined) return undefined;
+        const n = Number(x);
+        if (!Number.isInteger(n) || n < 1) throw new UsageError(`bench: --${name} takes a whole number >= 1`);
+        return n;
+      };
+      if (v.cpus !== undefined && !/^\d+([-,]\d+)*$/.test(v.cpus)) throw new UsageError('bench: --cpus takes a CPU list such as 0 or 0-1 or 0,1');
+      // The bench ships with the source tree, not in the agent image.
+      const { runBench } = await import('../../bench/suite/run.js').catch((e: unknown) => {
+        throw new Error(`the bench is not part of this installation (run it from a source checkout): ${(e as Error).message}`);
+      });
+      await runBench({
+        quick: v.quick === true, out: process.stdout,
+        ...(v.json ? { json: v.json } : {}), ...(v.md ? { md: v.md } : {}), ...(v.chart ? { chart: v.chart } : {}),
+        ...(v.cpus ? { cpus: v.cpus } : {}),
+        ...(whole(v.rounds, 'rounds') ? { rounds: whole(v.rounds, 'rounds')! } : {}),
+        ...(whole(v.seconds, 'seconds') ? { seconds: whole(v.seconds, 'seconds')! } : {}),
+      });
       return 0;
     }
     case undefined:

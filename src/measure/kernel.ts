@@ -1,6 +1,8 @@
-// What the kernel itself says about sockets and segments in a pod: the
-// proof that a hop was redirected does not rest on our own counters.
-import type { Pod } from '../../src/topology/topology.js';
+// What the kernel itself says about sockets, segments and CPU time: the
+// proof that a hop was redirected (tests, bench) does not rest on our own
+// counters.
+import fs from 'node:fs';
+import type { Pod } from '../topology/topology.js';
 
 export interface SsSocket {
   state: string;
@@ -34,13 +36,36 @@ export async function ssSockets(pod: Pod): Promise<SsSocket[]> {
   return out;
 }
 
-/** Tcp OutSegs of the pod's netns (/proc/net/snmp, per network namespace). */
-export async function tcpOutSegs(pod: Pod): Promise<number> {
-  const { stdout } = await pod.exec('cat', ['/proc/net/snmp']);
-  const tcp = stdout.split('\n').filter((l) => l.startsWith('Tcp:'));
-  const names = tcp[0]!.split(/\s+/);
-  const values = tcp[1]!.split(/\s+/);
-  return Number(values[names.indexOf('OutSegs')]);
+/** One counter of a /proc/net/{snmp,netstat} table ("Tcp:" + "OutSegs", ...), as the pod's netns has it. */
+async function netCounter(pod: Pod, file: 'snmp' | 'netstat', table: string, name: string): Promise<number> {
+  const { stdout } = await pod.exec('cat', [`/proc/net/${file}`]);
+  const rows = stdout.split('\n').filter((l) => l.startsWith(`${table}:`));
+  const names = rows[0]?.split(/\s+/) ?? [];
+  const values = rows[1]?.split(/\s+/) ?? [];
+  const i = names.indexOf(name);
+  if (i < 0) throw new Error(`no ${table} ${name} in /proc/net/${file} of ${pod.netns}`);
+  return Number(values[i]);
+}
+
+/** Tcp OutSegs of the pod's netns (every segment, control ones included). */
+export function tcpOutSegs(pod: Pod): Promise<number> {
+  return netCounter(pod, 'snmp', 'Tcp', 'OutSegs');
+}
+
+/** Segments that carried new data over TCP in the pod's netns (TcpExt TCPOrigDataSent). */
+export function tcpDataSegments(pod: Pod): Promise<number> {
+  return netCounter(pod, 'netstat', 'TcpExt', 'TCPOrigDataSent');
+}
+
+/** Machine-wide CPU time from /proc/stat, in clock ticks: busy includes irq and softirq. */
+export interface CpuTicks { busy: number; total: number }
+
+export function cpuTicks(): CpuTicks {
+  const cols = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is inside user)
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = cols;
+  const busy = user + nice + system + irq + softirq + steal;
+  return { busy, total: busy + idle + iowait };
 }
 
 /** Strips brackets and v4-mapped prefixes so addresses compare as written in tests. */

@@ -1,5 +1,8 @@
-// Native timed clients (sockperf, iperf3) run inside pods: the numbers come
-// from C tools, not from a JavaScript loop whose overhead would hide the gain.
+// Native timed clients (sockperf, iperf3, wrk, the bench's own rr) run inside
+// pods: the numbers come from C tools, not from a JavaScript loop whose
+// overhead would hide the gain.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { LineProcess } from '../util/lines.js';
 import type { Pod } from '../topology/topology.js';
 
@@ -47,4 +50,78 @@ export async function iperfStream(pod: Pod, host: string, port: number, seconds:
   const bps = j.end?.sum_received?.bits_per_second;
   if (bps === undefined) throw new Error(`iperf3 gave no result: ${j.error ?? out.slice(0, 500)}`);
   return bps / 1e9;
+}
+
+/** Runs fn against a server that is started first and gone (exited) afterwards. */
+export async function withServer<T>(start: () => Promise<LineProcess>, fn: () => Promise<T>): Promise<T> {
+  const server = await start();
+  try {
+    return await fn();
+  } finally {
+    server.child.kill('SIGKILL');
+    await server.exited;
+  }
+}
+
+/** Where the rr tool connects or listens. */
+export type RrAddress = { tcp: string; port: number } | { unix: string };
+
+const RR_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../build/bench/rr');
+
+function rrAddressArgs(a: RrAddress): string[] {
+  return 'unix' in a ? ['unix', a.unix] : ['tcp', a.tcp, String(a.port)];
+}
+
+/** The bench's echo server (build/bench/rr, from bench/native/rr.c); resolves once it listens. */
+export async function startRrServer(pod: Pod, at: RrAddress): Promise<LineProcess> {
+  const p = new LineProcess(pod.spawn(RR_BIN, ['server', ...rrAddressArgs(at)]));
+  await p.waitForLine((l) => l === 'ready', 'rr server ready');
+  return p;
+}
+
+export interface RrResult { requests: number; seconds: number; p50_us: number; p90_us: number; p99_us: number; errors: number }
+
+/**
+ * rr client: `conns` connections with one `size`-byte request in flight each;
+ * with `crr`, a fresh connection per request (latency includes the connect).
+ */
+export async function rrClient(pod: Pod, to: RrAddress, o: { conns: number; size: number; seconds: number; crr?: boolean }): Promise<RrResult> {
+  const p = new LineProcess(pod.spawn(RR_BIN, ['client', ...rrAddressArgs(to), '-c', String(o.conns), '-s', String(o.size),
+    '-t', String(o.seconds), ...(o.crr ? ['--crr'] : [])]));
+  const lines = await p.done();
+  const last = lines.at(-1) ?? '';
+  try {
+    return JSON.parse(last) as RrResult;
+  } catch {
+    throw new Error(`rr client printed no result: ${lines.join('\n').slice(0, 500)} ${p.stderr.slice(0, 500)}`);
+  }
+}
+
+export interface WrkResult { requests: number; seconds: number; p50_us: number; p90_us: number; p99_us: number }
+
+/** "123.45us" / "1.20ms" / "2.00s" as microseconds. */
+function wrkDuration(s: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(s);
+  if (!m) throw new Error(`wrk printed an unreadable latency: ${s}`);
+  return Number(m[1]) * (m[2] === 'us' ? 1 : m[2] === 'ms' ? 1e3 : 1e6);
+}
+
+/** wrk, HTTP/1.1 keep-alive, one thread and `conns` connections, with its latency distribution. */
+export async function wrkHttp(pod: Pod, url: string, conns: number, seconds: number): Promise<WrkResult> {
+  const p = new LineProcess(pod.spawn('wrk', ['-t', '1', '-c', String(conns), '-d', `${seconds}s`, '--latency', url]));
+  return parseWrk((await p.done()).join('\n'));
+}
+
+/** wrk's report (with --latency); errors of any kind fail the measurement. */
+export function parseWrk(text: string): WrkResult {
+  if (/Non-2xx|Socket errors/.test(text)) throw new Error(`wrk saw errors:\n${text}`);
+  const pct = (q: string) => {
+    const m = new RegExp(`^\\s*${q}%\\s+(\\S+)`, 'm').exec(text);
+    if (!m) throw new Error(`wrk printed no ${q}% latency:\n${text}`);
+    return wrkDuration(m[1]!);
+  };
+  const total = /(\d+) requests in ([\d.]+)(ms|s|m)\b/.exec(text);
+  if (!total) throw new Error(`wrk printed no request count:\n${text}`);
+  const secs = Number(total[2]) * (total[3] === 'ms' ? 1e-3 : total[3] === 'm' ? 60 : 1);
+  return { requests: Number(total[1]), seconds: secs, p50_us: pct('50'), p90_us: pct('90'), p99_us: pct('99') };
 }

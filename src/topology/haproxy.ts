@@ -11,6 +11,12 @@ export interface SidecarRoutes {
   appPort?: number;
   /** HAProxy mode; "tcp" unless a bench needs "http". */
   mode?: 'tcp' | 'http';
+  /**
+   * mTLS between sidecars as Istio has it: outbound connections are TLS,
+   * verified against this PEM (certificate and key, self-signed), and the
+   * inbound listener terminates TLS with it.
+   */
+  tlsPem?: string;
 }
 
 export function haproxyConfig(routes: SidecarRoutes, pod: { ip4: string; ip6: string }, pidFile: string): string {
@@ -27,21 +33,26 @@ export function haproxyConfig(routes: SidecarRoutes, pod: { ip4: string; ip6: st
     '  timeout connect 5s',
     '  timeout client 10m',
     '  timeout server 10m',
+    // An upstream connection lives and dies with its downstream one, so no
+    // pooled connection outlives a bench scenario or a test.
+    ...(routes.mode === 'http' ? ['  http-reuse never'] : []),
   ];
+  const upstreamTls = routes.tlsPem ? ` ssl verify required ca-file ${routes.tlsPem}` : '';
+  const inboundTls = routes.tlsPem ? ` ssl crt ${routes.tlsPem}` : '';
   const frontend = (name: string, bind: string, backend: string) =>
     lines.push(`frontend ${name}`, `  bind ${bind}`, `  default_backend ${backend}`);
   if (routes.upstream4) {
     frontend('outbound4', '0.0.0.0:15001', 'upstream4');
-    lines.push('backend upstream4', `  server u ${routes.upstream4}`);
+    lines.push('backend upstream4', `  server u ${routes.upstream4}${upstreamTls}`);
   }
   if (routes.upstream6) {
     frontend('outbound6', ':::15001 v6only', 'upstream6');
-    lines.push('backend upstream6', `  server u ${routes.upstream6}`);
+    lines.push('backend upstream6', `  server u ${routes.upstream6}${upstreamTls}`);
   }
   if (routes.appPort) {
-    frontend('inbound4', '0.0.0.0:15006', 'app4');
+    frontend('inbound4', `0.0.0.0:15006${inboundTls}`, 'app4');
     lines.push('backend app4', `  server app ${pod.ip4}:${routes.appPort} source 127.0.0.6`);
-    frontend('inbound6', ':::15006 v6only', 'app6');
+    frontend('inbound6', `:::15006 v6only${inboundTls}`, 'app6');
     lines.push('backend app6', `  server app [${pod.ip6}]:${routes.appPort} source [::6]`);
   }
   return lines.join('\n') + '\n';

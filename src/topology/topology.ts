@@ -165,13 +165,21 @@ export class Pod {
    * Resolves once it has bound its ports (daemon mode: the launcher exits then).
    */
   async startSidecar(routes: SidecarRoutes): Promise<void> {
-    const cfgFile = this.topo.file(`${this.name}-haproxy.cfg`);
-    fs.writeFileSync(cfgFile, haproxyConfig(routes, this, this.topo.file(`${this.name}-haproxy.pid`)));
+    await this.startHaproxy('haproxy', haproxyConfig(routes, this, this.topo.file(`${this.name}-haproxy.pid`)));
+  }
+
+  /**
+   * HAProxy with `config` in daemon mode: resolves once it has bound its
+   * ports (the launcher exits then); the pod's cgroup holds it for cleanup.
+   */
+  async startHaproxy(role: string, config: string): Promise<void> {
+    const cfgFile = this.topo.file(`${this.name}-${role}.cfg`);
+    fs.writeFileSync(cfgFile, config);
     const launcher = this.spawn('haproxy', ['-D', '-f', cfgFile]);
     let stderr = '';
     launcher.stderr?.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     const code = await new Promise<number | null>((resolve) => launcher.on('exit', resolve));
-    if (code !== 0) throw new Error(`haproxy in ${this.netns} failed to start (${code}): ${stderr}`);
+    if (code !== 0) throw new Error(`${role} (haproxy) in ${this.netns} failed to start (${code}): ${stderr}`);
   }
 
   killAll(): void {

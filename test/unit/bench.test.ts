@@ -1,0 +1,119 @@
+// The bench's own logic, without a kernel: the interleaving, what counts as a
+// verified round, the aggregation into medians and ratios, and reading wrk.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { roundOrder } from '../../bench/suite/run.js';
+import { SCENARIOS, SCENARIO_SPECS, notApplicable, workloadPoints } from '../../bench/suite/scenarios.js';
+import { isInPodHop, judge, type SocketSample } from '../../bench/suite/verify.js';
+import { aggregate, headlines, markdown, type RawSample, type Report } from '../../bench/suite/report.js';
+import { COUNTER_NAMES, type Counters } from '../../src/datapath/layout.js';
+import { parseWrk } from '../../src/measure/tools.js';
+
+test('every round runs every scenario once, baselines and accel as two groups whose order alternates', () => {
+  for (let round = 1; round <= 6; round++) {
+    const order = roundOrder(round);
+    assert.deepEqual([...order].sort(), [...SCENARIOS].sort());
+    const withAgent = order.map((s) => SCENARIO_SPECS[s].agent !== null);
+    // one switch of the agent per round: [off off off on on on] or the reverse
+    assert.equal(withAgent.filter((x, i) => i > 0 && x !== withAgent[i - 1]).length, 1);
+    assert.equal(withAgent[0], round % 2 === 0);
+  }
+  // the order inside a group rotates, so no scenario always runs first
+  assert.notEqual(roundOrder(1)[0], roundOrder(3)[0]);
+});
+
+test('the workloads are the ones the protocol names; uds-floor skips what has no unix-socket tool', () => {
+  const pts = workloadPoints();
+  assert.deepEqual([...new Set(pts.map((p) => p.workload))], ['rr', 'http', 'crr', 'stream']);
+  assert.deepEqual(pts.filter((p) => p.workload === 'rr').map((p) => `${p.conns}/${p.size}`),
+    ['1/64', '1/1024', '1/16384', '16/64', '16/1024', '16/16384']);
+  assert.ok(notApplicable('uds-floor', 'http'));
+  assert.ok(notApplicable('uds-floor', 'stream'));
+  assert.equal(notApplicable('uds-floor', 'rr'), null);
+  assert.equal(notApplicable('accel', 'stream'), null);
+});
+
+test('in-pod hops are told from the cross-pod hop by their addresses', () => {
+  const s = (local: string, peer: string) => ({ state: 'ESTAB', local, peer, bytesSent: 0, bytesReceived: 0, dataSegsOut: 0 });
+  assert.equal(isInPodHop(s('10.44.0.2:40000', '10.96.0.10:80')), true, 'app to the service VIP');
+  assert.equal(isInPodHop(s('127.0.0.1:15001', '10.44.0.2:40000')), true, 'sidecar outbound listener');
+  assert.equal(isInPodHop(s('127.0.0.6:41000', '10.44.0.3:8080')), true, 'inbound passthrough');
+  assert.equal(isInPodHop(s('[::6]:41000', '[fd44::3]:8080')), true);
+  assert.equal(isInPodHop(s('10.44.0.2:41000', '10.44.0.3:8080')), false, 'sidecar to the other pod');
+  assert.equal(isInPodHop(s('10.44.0.3:15006', '10.44.0.2:41000')), false, 'inbound listener, from the other pod');
+});
+
+const zero = (): Counters => Object.fromEntries(COUNTER_NAMES.map((k) => [k, 0n])) as Counters;
+const sock = (key: string, inPod: boolean, dataSegsOut: number): SocketSample => ({ key, inPod, dataSegsOut });
+
+test('an accel round counts only if the kernel shows its hops bypassed TCP', () => {
+  const c = { ...zero(), redirectedMessages: 1000n };
+  const inPod = [sock('a', true, 0), sock('b', true, 0), sock('x', false, 500)];
+  assert.equal(judge('in-pod', inPod, c).ok, true, 'the cross-pod hop may use TCP without cross-pod pairing');
+  assert.equal(judge('all', inPod, c).ok, false, 'with cross-pod pairing it may not');
+  // a later sample of the same socket that shows TCP data wins over an earlier clean one
+  assert.equal(judge('in-pod', [...inPod, sock('a', true, 3)], c).ok, false);
+  assert.equal(judge('in-pod', [], c).ok, false, 'no socket seen is no proof');
+  assert.equal(judge('in-pod', inPod, zero()).ok, false, 'nothing redirected is no proof');
+  const v = judge('in-pod', inPod, c);
+  assert.deepEqual([v.hopSockets, v.bypassed], [2, 2]);
+});
+
+test('an unpaired round counts only if the programs ran and paired nothing', () => {
+  assert.equal(judge('unpaired', [], { ...zero(), fallbackNoPeer: 5n, tcpMessages: 900n }).ok, true);
+  assert.equal(judge('unpaired', [], { ...zero(), fallbackNoPeer: 5n, redirectedMessages: 1n, socketsPaired: 1n }).ok, false);
+  assert.equal(judge('unpaired', [], zero()).ok, false, 'the programs must have seen the traffic');
+  assert.equal(judge('unpaired', [], null).ok, false);
+});
+
+function sample(over: Partial<RawSample>): RawSample {
+  return {
+    round: 1, scenario: 'istio-iptables', workload: 'rr', conns: 1, size: 64, p50_us: 100, p90_us: 150, p99_us: 300,
+    rps: 7000, gbps: null, cpu_us_per_req: 200, tcp_data_segs_per_req: 6, verified: true, verification: 'baseline', ...over,
+  };
+}
+
+test('results are medians over verified rounds, with the spread and the discarded rounds counted', () => {
+  const raw = [
+    sample({ round: 1, p50_us: 100 }), sample({ round: 2, p50_us: 120 }), sample({ round: 3, p50_us: 110 }),
+    sample({ scenario: 'accel', round: 1, p50_us: 80 }), sample({ scenario: 'accel', round: 2, p50_us: 90 }),
+    sample({ scenario: 'accel', round: 3, p50_us: 10, verified: false, verification: '1/2 hop sockets sent no TCP data' }),
+  ];
+  const res = aggregate(raw);
+  const base = res.find((r) => r.scenario === 'istio-iptables')!;
+  const accel = res.find((r) => r.scenario === 'accel')!;
+  assert.equal(base.p50_us, 110);
+  assert.deepEqual(base.spread.p50_us, [100, 120]);
+  assert.equal(accel.p50_us, 85, 'the unverified 10 us round is not counted');
+  assert.deepEqual([accel.rounds_used, accel.rounds_discarded], [2, 1]);
+  const h = headlines(res).find((x) => x.what.startsWith('accel / istio-iptables, rr 64 B p50, 1 conn'))!;
+  assert.equal(h.ratio, 85 / 110);
+  assert.equal(headlines(res).find((x) => x.what.includes('stream'))!.ratio, null, 'no stream result, no ratio');
+  const rep: Report = {
+    kernel: 'k', cpus: 2, cpu_model: 'm', date: '2026-11-25T00:00:00Z', rounds: 3, seconds_per_measurement: 1, quick: true,
+    cpu_pinning: null, tools: { rr: 'rr', http: 'wrk', crr: 'rr', stream: 'iperf3' }, results: res, raw,
+  };
+  const md = markdown(rep);
+  assert.match(md, /\| accel \/ istio-iptables, rr 64 B p50, 1 conn \| 0\.77x \|/);
+  assert.match(md, /round 3 accel rr conns 1 size 64 \(measured p50 10\.0 us, 7,000 req\/s, not counted\): 1\/2 hop sockets/);
+});
+
+test('wrk reports are read in their units, and any error fails the measurement', () => {
+  const report = `Running 1s test @ http://10.96.0.10:80/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   412.01us  200.11us   5.76ms   90.00%
+    Req/Sec    12.50k     1.00k   13.00k    80.00%
+  Latency Distribution
+     50%  380.00us
+     75%  450.00us
+     90%  600.00us
+     99%    1.21ms
+  12516 requests in 1.00s, 0.96MB read
+Requests/sec:  12500.00
+Transfer/sec:    0.96MB
+`;
+  assert.deepEqual(parseWrk(report), { requests: 12516, seconds: 1, p50_us: 380, p90_us: 600, p99_us: 1210 });
+  assert.throws(() => parseWrk(report.replace('Requests/sec', '  Socket errors: connect 0, read 3, write 0, timeout 0\nRequests/sec')), /errors/);
+  assert.throws(() => parseWrk(report.replace('  Non', '').replace(/ {5}99%.*\n/, '')), /no 99% latency/);
+});
