@@ -4,36 +4,28 @@
 import type { ScenarioName, WorkloadName } from './scenarios.js';
 import { SCENARIOS, SCENARIO_SPECS } from './scenarios.js';
 
-export interface RawSample {
-  round: number;
-  scenario: ScenarioName;
-  workload: WorkloadName;
-  conns: number;
-  size: number | null;
+/** Which measurement: scenario, workload, connections, message size (null where none). */
+export interface PointOf { scenario: ScenarioName; workload: WorkloadName; conns: number; size: number | null }
+
+/** What a measurement yields, or the medians of those; null where the workload has none. */
+export interface Metrics {
   p50_us: number | null;
   p90_us: number | null;
   p99_us: number | null;
   rps: number | null;
   gbps: number | null;
   cpu_us_per_req: number | null;
-  /** TCP data segments (TcpExt TCPOrigDataSent of the exchange's pods) per request. */
+  /** TCP segments that advanced the sequence (data or FIN; nstat TcpExtTCPOrigDataSent of the exchange's pods) per request. */
   tcp_data_segs_per_req: number | null;
+}
+
+export interface RawSample extends PointOf, Metrics {
+  round: number;
   verified: boolean;
   verification: string;
 }
 
-export interface Result {
-  scenario: ScenarioName;
-  workload: WorkloadName;
-  conns: number;
-  size: number | null;
-  p50_us: number | null;
-  p90_us: number | null;
-  p99_us: number | null;
-  rps: number | null;
-  gbps: number | null;
-  cpu_us_per_req: number | null;
-  tcp_data_segs_per_req: number | null;
+export interface Result extends PointOf, Metrics {
   rounds_used: number;
   rounds_discarded: number;
   /** min..max over the rounds used, of the metric that matters for the workload. */
@@ -145,7 +137,7 @@ export function markdown(rep: Report): string {
   ];
   for (const [title, pick] of sections) {
     out.push(`## ${title}`, '');
-    out.push('| conns | size | scenario | p50 us | p90 us | p99 us | req/s | Gbit/s | CPU us/req | TCP data segs/req | vs istio-iptables | rounds |');
+    out.push('| conns | size | scenario | p50 us | p90 us | p99 us | req/s | Gbit/s | CPU us/req | TCP data+FIN segs/req | vs istio-iptables | rounds |');
     out.push('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const r of rep.results.filter(pick)) {
       const base = find(rep.results, 'istio-iptables', r.workload, r.conns, r.size);

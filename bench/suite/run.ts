@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../../src/util/exec.js';
-import { sweepStaleTopologies } from '../../src/topology/sweep.js';
+import { runCleanly } from '../../src/cli/interruptible.js';
 import { countersDelta } from '../../src/datapath/layout.js';
 import { cpuTicks, tcpDataSegments } from '../../src/measure/kernel.js';
 import { Progress } from '../../src/cli/progress.js';
@@ -56,12 +56,7 @@ export async function runBench(opts: BenchOptions): Promise<Report> {
     progress.done();
     try { await control?.off(); } finally { await pods?.topo.destroy(); }
   };
-  const onSignal = () => { say('\ninterrupted: cleaning up'); void cleanup().finally(() => process.exit(130)); };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    const swept = await sweepStaleTopologies();
-    if (swept.length) say(`removed leftovers of killed runs: ${swept.join(', ')}`);
+  return runCleanly(say, cleanup, async () => {
     say(`sidecar-accel bench${opts.quick ? ' --quick' : ''}: ${rounds} interleaved rounds, ${seconds} s per measurement`);
     pods = await createBenchPods();
     control = new AgentControl(pods);
@@ -97,11 +92,7 @@ export async function runBench(opts: BenchOptions): Promise<Report> {
     say('\nratios from this run:');
     for (const h of headlines(report.results)) say(`  ${h.what.padEnd(52)} ${h.ratio === null ? '-' : h.ratio.toFixed(2) + 'x'}  (aim ${h.goal})`);
     return report;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
-  }
+  });
 }
 
 /**

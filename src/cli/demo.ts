@@ -9,7 +9,7 @@ import { Agent } from '../agent/agent.js';
 import { uninstallAll } from './status.js';
 import { createSidecarPair, APP_PORT, SERVICE_PORT, type SidecarPair } from '../topology/pair.js';
 import { SERVICE_VIP4 } from '../topology/topology.js';
-import { sweepStaleTopologies } from '../topology/sweep.js';
+import { runCleanly } from './interruptible.js';
 import { applyAgentConfig } from '../agent/apply-config.js';
 import { startIperfServer, startSockperfServer, iperfStream, sockperfPingPong, withServer, type Latency } from '../measure/tools.js';
 import { Progress } from './progress.js';
@@ -57,12 +57,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     if (pinRoot && pair) uninstallAll(pinRoot, pair.topo.cgroupDir);
     await pair?.topo.destroy();
   };
-  const onSignal = () => { say('\ninterrupted: cleaning up'); void cleanup().finally(() => process.exit(130)); };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  try {
-    const swept = await sweepStaleTopologies();
-    if (swept.length) say(`removed leftovers of killed runs: ${swept.join(', ')}`);
+  await runCleanly(say, cleanup, async () => {
     say('sidecar-accel demo: two pods, HAProxy sidecars as uid 1337 behind Istio\'s REDIRECT rules');
     pair = await createSidecarPair('demo');
     pinRoot = `/sys/fs/bpf/${pair.topo.prefix}`;
@@ -108,9 +103,5 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       say(`       ${mode.padEnd(15)} ${p50.toFixed(1).padStart(7)} us ${p99.toFixed(1).padStart(7)} us ${g.toFixed(2).padStart(8)}   ${ratio}`);
     }
     say('\n(a shared VM is noisy: compare ratios from one run, not numbers across runs)');
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
-  }
+  });
 }

@@ -2,6 +2,7 @@
 // The one executable: `sidecar-accel <command>`.
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo.js';
+import { interrupted } from './interruptible.js';
 import { explain, explainText, InputError } from './explain.js';
 import { datapathStatus, statusText, uninstallAll } from './status.js';
 import { Agent } from '../agent/agent.js';
@@ -122,6 +123,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e: unknown) => {
+  if (interrupted) return; // Ctrl-C: the cleanup exits 130 once done
   if (e instanceof UsageError) {
     process.stderr.write(`sidecar-accel: ${e.message}\n\n${USAGE}`);
     process.exitCode = 2;
