@@ -44,7 +44,7 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
     out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}`);
     out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.excludePorts.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
     const c = g.counters;
-    out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}`);
+    out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, released to TCP ${c.socketsReleased}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}`);
   }
   return out.join('\n') + '\n';
 }
