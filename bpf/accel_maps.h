@@ -43,6 +43,8 @@ struct accel_peer_info {
 
 #define ACCEL_MAX_EXCLUDE_PORTS 16
 #define ACCEL_NETNS_ENABLED 1u
+/* A mesh workload known on this node: may pair with another pod's (cross-pod on). */
+#define ACCEL_NETNS_CROSS_POD 2u
 
 /* Per network namespace policy, written by the agent; absent == disabled. */
 struct accel_netns_policy {

@@ -308,6 +308,25 @@ static __always_inline void unpublish(struct bpf_sock_ops *skops)
 }
 
 /*
+ * Two ends in different pods may pair: cross-pod pairing is on for the node
+ * and both network namespaces are mesh workloads the agent knows on this node
+ * (ACCEL_NETNS_CROSS_POD). An absent entry is a disabled netns: never.
+ */
+static __always_inline bool cross_pod_allowed(__u64 a, __u64 b)
+{
+	struct accel_netns_policy *pa, *pb;
+	struct accel_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+	if (!cfg || !(cfg->flags & ACCEL_CFG_CROSS_POD))
+		return false;
+	pa = bpf_map_lookup_elem(&netns_policy, &a);
+	pb = bpf_map_lookup_elem(&netns_policy, &b);
+	return pa && pb && (pa->flags & ACCEL_NETNS_CROSS_POD) && (pb->flags & ACCEL_NETNS_CROSS_POD);
+}
+
+/*
  * The first RTT sample after ESTABLISHED is an ACK of data this socket sent
  * over TCP (a paired socket sends none). A socket in the sockhash sends
  * through the psock's slower path; if it can never pair, it goes back to
@@ -317,12 +336,10 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 {
 	struct accel_conn_key peer_key;
 	struct accel_peer_info *info;
-	struct accel_config *cfg;
 	struct sock_state *st;
 	struct bpf_sock *sk = skops->sk;
 	struct sk_psock *psock;
 	struct tcp_sock *tp;
-	__u32 zero = 0;
 
 	/* One look is enough: what this socket is does not change later. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
@@ -340,13 +357,9 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 	 * another with cross-pod pairing on.
 	 */
 	info = bpf_map_lookup_elem(&peer_info, &peer_key);
-	if (info) {
-		if (info->netns_cookie == st->netns_cookie)
-			return;
-		cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
-		if (cfg && (cfg->flags & ACCEL_CFG_CROSS_POD))
-			return;
-	}
+	if (info && (info->netns_cookie == st->netns_cookie ||
+		     cross_pod_allowed(st->netns_cookie, info->netns_cookie)))
+		return;
 	/*
 	 * I2: leaving the sockhash drops the psock and its receive queue. Nothing
 	 * may be queued there: the peer enqueues under this socket's lock, which
@@ -393,8 +406,6 @@ int accel_sockops(struct bpf_sock_ops *skops)
  */
 static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key, __u64 netns, __u32 size)
 {
-	struct accel_config *cfg;
-	__u32 zero = 0;
 	struct accel_netns_policy *policy;
 	struct accel_peer_info *info;
 	struct sk_psock *psock;
@@ -406,11 +417,8 @@ static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key,
 	if (!info || !info->psock)
 		return ACCEL_CNT_FALLBACK_NO_PEER;
 	/* DESIGN.md 4.5: the two ends in different pods pair only when opted in. */
-	if (info->netns_cookie != netns) {
-		cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
-		if (!cfg || !(cfg->flags & ACCEL_CFG_CROSS_POD))
-			return ACCEL_CNT_FALLBACK_CROSS_POD;
-	}
+	if (info->netns_cookie != netns && !cross_pod_allowed(netns, info->netns_cookie))
+		return ACCEL_CNT_FALLBACK_CROSS_POD;
 	policy = bpf_map_lookup_elem(&netns_policy, &info->netns_cookie);
 	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED))
 		return ACCEL_CNT_FALLBACK_DISABLED;

@@ -216,8 +216,12 @@ export class Datapath {
     if (this.closed) throw new DatapathError('datapath is closed');
   }
 
-  /** Pairs new connections of this netns from now on (updates in place when enabled). */
-  enable(netnsCookie: bigint, opts: { excludePorts?: number[] } = {}): void {
+  /**
+   * Pairs new connections of this netns from now on (updates in place when
+   * enabled). `crossPod` (default true): it may also pair with another pod's
+   * netns, when cross-pod pairing is on and that netns may too.
+   */
+  enable(netnsCookie: bigint, opts: { excludePorts?: number[]; crossPod?: boolean } = {}): void {
     this.live();
     const key = encodeU64(netnsCookie);
     const zero = Buffer.alloc(EXPECTED_LAYOUTS.accel_counters!.size * this.cpus);
@@ -226,7 +230,7 @@ export class Datapath {
     } catch (e) {
       if (!(isNativeError(e) && e.code === 'EEXIST')) throw e;
     }
-    this.n.mapUpdate(this.maps.netns_policy, key, encodeNetnsPolicy({ enabled: true, excludePorts: opts.excludePorts ?? [] }), BPF_ANY);
+    this.n.mapUpdate(this.maps.netns_policy, key, encodeNetnsPolicy({ enabled: true, excludePorts: opts.excludePorts ?? [], crossPod: opts.crossPod ?? true }), BPF_ANY);
   }
 
   /**

@@ -6,6 +6,8 @@ import type { StructLayout } from './native.js';
 export const ROLE_CLIENT = 1;
 export const ROLE_SERVER = 2;
 export const NETNS_ENABLED = 1;
+/** A mesh workload known on this node: may pair across pods (when cross-pod pairing is on). */
+export const NETNS_CROSS_POD = 2;
 export const CFG_CROSS_POD = 1;
 export const MAX_EXCLUDE_PORTS = 16;
 
@@ -102,14 +104,14 @@ export function encodeU32(v: number): Buffer {
   return b;
 }
 
-export interface NetnsPolicy { enabled: boolean; excludePorts: number[] }
+export interface NetnsPolicy { enabled: boolean; excludePorts: number[]; crossPod: boolean }
 
 export function encodeNetnsPolicy(p: NetnsPolicy): Buffer {
   if (p.excludePorts.length > MAX_EXCLUDE_PORTS) {
     throw new RangeError(`at most ${MAX_EXCLUDE_PORTS} excluded ports, got ${p.excludePorts.length}`);
   }
   const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_netns_policy!.size);
-  b.writeUInt32LE(p.enabled ? NETNS_ENABLED : 0, 0);
+  b.writeUInt32LE((p.enabled ? NETNS_ENABLED : 0) | (p.crossPod ? NETNS_CROSS_POD : 0), 0);
   b.writeUInt32LE(p.excludePorts.length, 4);
   p.excludePorts.forEach((port, i) => {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`bad port ${port}`);
@@ -122,7 +124,8 @@ export function decodeNetnsPolicy(b: Buffer): NetnsPolicy {
   const n = Math.min(b.readUInt32LE(4), MAX_EXCLUDE_PORTS);
   const ports: number[] = [];
   for (let i = 0; i < n; i++) ports.push(b.readUInt16LE(8 + 2 * i));
-  return { enabled: (b.readUInt32LE(0) & NETNS_ENABLED) !== 0, excludePorts: ports };
+  const flags = b.readUInt32LE(0);
+  return { enabled: (flags & NETNS_ENABLED) !== 0, excludePorts: ports, crossPod: (flags & NETNS_CROSS_POD) !== 0 };
 }
 
 export interface NodeConfig { crossPod: boolean; keepaliveIdleSeconds: number }

@@ -113,6 +113,23 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
     }
   });
 
+  test('cross-pod pairing on, but one pod not a known mesh workload: that hop stays on TCP, in-pod hops pair', async () => {
+    const m = await Mesh.create({ label: 'xknown', crossPod: true, enable: false });
+    try {
+      m.dp.enable(m.cookieA, { crossPod: true });
+      m.dp.enable(m.cookieB, { crossPod: false });
+      const r = await runHeld(m, 4);
+      assertRedirected(r.hops[0]!);
+      assertOverTcp(r.hops[1]!);
+      assertRedirected(r.hops[2]!);
+      const c = m.counters();
+      assert.ok(c.fallbackCrossPod > 0n, 'the cross-pod hop was refused');
+      assert.equal(c.socketsReleased, 2n, 'both ends of the refused hop went back to TCP');
+    } finally {
+      await m.close();
+    }
+  });
+
   for (const family of [4, 6] as const) {
     test(`with cross-pod pairing every hop is redirected (IPv${family})`, async () => {
       const m = await Mesh.create({ label: `hopx${family}`, crossPod: true });

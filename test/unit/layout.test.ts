@@ -34,11 +34,13 @@ test('the counter enum of the object has one slot per counter name', () => {
 });
 
 test('netns policy round-trips and refuses bad ports', () => {
-  const p = { enabled: true, excludePorts: [80, 3306, 65535] };
-  assert.deepEqual(decodeNetnsPolicy(encodeNetnsPolicy(p)), p);
-  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [0] }), /bad port 0/);
-  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [70000] }), /bad port 70000/);
-  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: Array.from({ length: MAX_EXCLUDE_PORTS + 1 }, (_, i) => i + 1) }),
+  for (const crossPod of [true, false]) {
+    const p = { enabled: true, excludePorts: [80, 3306, 65535], crossPod };
+    assert.deepEqual(decodeNetnsPolicy(encodeNetnsPolicy(p)), p);
+  }
+  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [0], crossPod: true }), /bad port 0/);
+  assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [70000], crossPod: true }), /bad port 70000/);
+  assert.throws(() => encodeNetnsPolicy({ enabled: true, crossPod: true, excludePorts: Array.from({ length: MAX_EXCLUDE_PORTS + 1 }, (_, i) => i + 1) }),
     /at most 16 excluded ports/);
 });
 
