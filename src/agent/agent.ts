@@ -16,6 +16,8 @@ import { ConfigWatcher } from '../config/watch.js';
 import { localNamespaces, localWorkloads } from '../workloads/local.js';
 import { reconcileOnce, resolveCookie, type WorkloadStatus } from '../reconcile/reconciler.js';
 import { KubernetesSource } from '../workloads/kubernetes.js';
+import { XdsSource, type XdsHealth } from '../workloads/xds.js';
+import { joinMesh } from '../workloads/join.js';
 import * as k8s from '@kubernetes/client-node';
 import { AgentMetrics } from '../api/metrics.js';
 import { buildApi } from '../api/server.js';
@@ -63,6 +65,7 @@ export class Agent {
   api?: FastifyInstance;
   private watcher?: ConfigWatcher;
   private kube?: KubernetesSource;
+  private xds?: XdsSource;
   /** `reconciled` after every pass, with the workloads' states. */
   readonly events = new EventEmitter<{ reconciled: [WorkloadStatus[]] }>();
 
@@ -77,6 +80,7 @@ export class Agent {
       counters: () => this.dp.counters(),
       workloads: () => this.workloads(),
       workloadCounters: (c: bigint) => this.dp.netnsCounters(c),
+      xds: () => this.xds?.health(),
     }));
   }
 
@@ -120,6 +124,7 @@ export class Agent {
 
     const agent = new Agent(configPath, config, dp, draining, log);
     agent.startKubernetes();
+    agent.startXds();
     agent.reconcile();
     await agent.listen();
     agent.watch();
@@ -144,6 +149,33 @@ export class Agent {
     });
     this.kube.start();
     this.log.info({ nodeName, server: kubeConfig.getCurrentCluster()?.server }, 'watching pods of this node');
+  }
+
+  /**
+   * The xds source, when configured. It never holds readiness back: in a
+   * sidecar-only mesh istiod serves no workload API and the kubernetes source
+   * is enough.
+   */
+  private startXds(): void {
+    const xc = this.config.xds;
+    if (!xc.enabled) return;
+    if (!this.kube) throw new StartupError('xds.enabled needs kubernetes.enabled: istiod\'s records are joined with the pods of this node');
+    const nodeName = this.config.kubernetes.nodeName ?? process.env.NODE_NAME!;
+    try {
+      this.xds = new XdsSource({
+        connection: { address: xc.address, plaintext: xc.plaintext, caFile: xc.caFile, ...(xc.plaintext ? {} : { tokenFile: xc.tokenFile }), ...(xc.serverName ? { serverName: xc.serverName } : {}) },
+        identity: {
+          nodeName, clusterId: xc.clusterId,
+          podName: process.env.POD_NAME ?? `sidecar-accel-${nodeName}`, podNamespace: process.env.POD_NAMESPACE ?? 'sidecar-accel',
+          podIp: process.env.INSTANCE_IP ?? process.env.POD_IP ?? '127.0.0.1',
+        },
+        log: this.log.child({ source: 'xds' }), onChange: () => this.reconcile(), noAnswerMs: xc.noAnswerSeconds * 1000,
+      });
+    } catch (e) {
+      throw new StartupError(`xds: ${(e as Error).message}`);
+    }
+    this.xds.start();
+    this.log.info({ address: xc.address, plaintext: xc.plaintext }, 'subscribing to istiod\'s workload API');
   }
 
   private async listen(): Promise<void> {
@@ -194,7 +226,7 @@ export class Agent {
       const namespaces = new Map([...(kube?.namespaces() ?? []), ...localNamespaces(this.config)]);
       const procRoot = this.config.kubernetes.hostProc;
       const r = reconcileOnce(this.dp, {
-        workloads: [...localWorkloads(this.config), ...(kube?.workloads() ?? [])],
+        workloads: joinMesh([...localWorkloads(this.config), ...(kube?.workloads() ?? [])], this.xds),
         namespaces,
         // In a cluster the istio ConfigMap is the truth; the config's mesh is the fallback.
         meshFor: (w) => (w.source === 'kubernetes' ? kube?.meshFor(w) ?? this.config.mesh : this.config.mesh),
@@ -236,8 +268,9 @@ export class Agent {
     return [...this.statuses.values()];
   }
 
-  stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; workloads: { namespace: string; name: string; counters: Counters | null }[] } {
+  stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; xds: XdsHealth | null; workloads: { namespace: string; name: string; counters: Counters | null }[] } {
     return {
+      xds: this.xds?.health() ?? null,
       node: this.dp.counters(),
       generation: this.dp.generation,
       attached: this.dp.linked,
@@ -254,6 +287,7 @@ export class Agent {
     this.stopped = true;
     clearTimeout(this.timer);
     this.watcher?.stop();
+    this.xds?.stop();
     await this.kube?.stop();
     await this.api?.close();
     for (const d of this.draining) d.close();

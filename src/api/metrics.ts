@@ -4,12 +4,17 @@
 import client from 'prom-client';
 import type { Counters } from '../datapath/layout.js';
 import type { WorkloadStatus } from '../reconcile/reconciler.js';
+import type { XdsHealth } from '../workloads/xds.js';
 
 export interface MetricsSource {
   counters(): Counters;
   workloads(): WorkloadStatus[];
   workloadCounters(cookie: bigint): Counters | null;
+  /** The xds source's health; undefined when it is not configured. */
+  xds(): XdsHealth | undefined;
 }
+
+const XDS_STATES = ['connecting', 'serving', 'not-served', 'unreachable'] as const;
 
 const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackNoPeer', 'no_peer'], ['fallbackBackpressure', 'backpressure'], ['fallbackExcluded', 'excluded_port'],
@@ -57,19 +62,38 @@ export class AgentMetrics {
       },
     });
     const perWorkload = (name: string, help: string, value: (c: Counters) => bigint) => new client.Counter({
-      name, help, labelNames: ['namespace', 'workload'], registers: [r],
+      name, help, labelNames: ['namespace', 'workload', 'canonical_service', 'canonical_revision'], registers: [r],
       collect() {
         const s = source();
         this.reset();
         for (const w of s?.workloads() ?? []) {
           if (w.netnsCookie === null) continue;
           const c = s!.workloadCounters(BigInt(w.netnsCookie));
-          if (c) this.inc({ namespace: w.namespace, workload: w.name }, Number(value(c)));
+          if (c) this.inc({ namespace: w.namespace, workload: w.name, canonical_service: w.canonicalService, canonical_revision: w.canonicalRevision }, Number(value(c)));
         }
       },
     });
     perWorkload('sidecar_accel_workload_redirected_bytes_total', 'Bytes redirected, per enabled workload.', (c) => c.redirectedBytes);
     perWorkload('sidecar_accel_workload_sockets_paired_total', 'Sockets paired, per enabled workload.', (c) => c.socketsPaired);
+    new client.Gauge({
+      name: 'sidecar_accel_xds_state', help: 'The xds source: 1 for its current state (absent when not configured).',
+      labelNames: ['state'], registers: [r],
+      collect() {
+        this.reset();
+        const x = source()?.xds();
+        if (x) for (const state of XDS_STATES) this.set({ state }, x.state === state ? 1 : 0);
+      },
+    });
+    const xdsCounter = (name: string, help: string, value: (x: XdsHealth) => number) => new client.Counter({
+      name, help, registers: [r],
+      collect() {
+        this.reset();
+        const x = source()?.xds();
+        if (x) this.inc(value(x));
+      },
+    });
+    xdsCounter('sidecar_accel_xds_responses_total', 'xDS responses received from istiod.', (x) => x.responses);
+    xdsCounter('sidecar_accel_xds_nacks_total', 'xDS responses rejected (NACK) for an invalid resource; the last good versions stayed.', (x) => x.nacks);
     this.configErrors = new client.Counter({ name: 'sidecar_accel_config_errors_total', help: 'Config versions rejected (the last good one stayed in force).', registers: [r] });
     this.reconcileErrors = new client.Counter({ name: 'sidecar_accel_reconcile_errors_total', help: 'Workloads that failed to reconcile (retried with backoff).', registers: [r] });
   }

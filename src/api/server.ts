@@ -1,6 +1,7 @@
 // The read-only HTTP API. Nothing here changes the datapath: the toggles are
 // the mesh config and annotations. Unknown paths are 404, other methods on
 // known paths 405, request bodies are capped, and a bad request is never a 500.
+import type { XdsHealth } from '../workloads/xds.js';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AgentMetrics } from './metrics.js';
 import type { Counters } from '../datapath/layout.js';
@@ -9,7 +10,7 @@ import type { WorkloadStatus } from '../reconcile/reconciler.js';
 export interface ApiState {
   ready(): { ready: boolean; reason?: string };
   workloads(): WorkloadStatus[];
-  stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; workloads: { namespace: string; name: string; counters: Counters | null }[] };
+  stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; xds: XdsHealth | null; workloads: { namespace: string; name: string; counters: Counters | null }[] };
 }
 
 const ROUTES = ['/healthz', '/readyz', '/metrics', '/v1/workloads', '/v1/stats'];

@@ -56,6 +56,7 @@ export function explain(input: ExplainInput): Decision & { pod: string } {
 
 const RULE_TEXT: Record<Decision['rule'], string> = {
   'ambient': 'the pod is captured by ambient (ztunnel): never accelerated',
+  'xds-hbone': 'istiod marks the pod as captured by ztunnel (HBONE tunnel): never accelerated',
   'host-network': 'the pod uses the host network: never accelerated',
   'tproxy-unsupported': 'the pod uses Istio\'s TPROXY interception mode, which is not supported: skipped',
   'no-sidecar': 'the pod has no injected sidecar (no sidecar.istio.io/status): never accelerated',

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // The one executable: `sidecar-accel <command>`.
+import fs from 'node:fs';
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo.js';
 import { interrupted } from './interruptible.js';
@@ -9,6 +11,7 @@ import { Agent } from '../agent/agent.js';
 import { StartupError, resolveCgroup } from '../agent/checks.js';
 import { loadConfigFile } from '../config/load.js';
 import { DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
+import { runXdsDump } from './xds-dump.js';
 
 const USAGE = `usage: sidecar-accel <command> [options]
 
@@ -21,6 +24,9 @@ commands:
   demo [--rounds N] [--seconds S]   two Istio-style pods on this machine, acceleration off vs on, live numbers
   bench [--quick] [--json FILE] [--md FILE] [--chart FILE] [--cpus LIST] [--rounds N] [--seconds S]
                                     the benchmark suite: every scenario and workload, interleaved, kernel-verified
+  xds-dump --server ADDR [--plaintext] [--json] [--ca FILE] [--token FILE] [--server-name NAME]
+           [--node NAME] [--cluster-id ID] [--count N]
+                                    subscribe to istiod's workload API like the agent; print what arrives
   help                              this text
 `;
 
@@ -54,7 +60,9 @@ async function main(argv: string[]): Promise<number> {
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);
       });
-      return 0;
+      // Pooled keep-alive sockets of the client libraries (API server, istiod)
+      // would hold the process open for their idle timeouts; the agent is done.
+      process.exit(0);
     }
     case 'status': {
       const v = args(rest, { config: { type: 'string' }, json: { type: 'boolean', default: false } });
@@ -110,6 +118,30 @@ async function main(argv: string[]): Promise<number> {
         ...(whole(v.rounds, 'rounds') ? { rounds: whole(v.rounds, 'rounds')! } : {}),
         ...(whole(v.seconds, 'seconds') ? { seconds: whole(v.seconds, 'seconds')! } : {}),
       });
+      return 0;
+    }
+    case 'xds-dump': {
+      const v = args(rest, {
+        server: { type: 'string' }, plaintext: { type: 'boolean', default: false }, json: { type: 'boolean', default: false },
+        ca: { type: 'string', default: '/var/run/secrets/istio/root-cert.pem' }, token: { type: 'string' }, 'server-name': { type: 'string' },
+        node: { type: 'string' }, 'cluster-id': { type: 'string', default: 'Kubernetes' }, count: { type: 'string' },
+      });
+      if (!v.server || !/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(v.server)) throw new UsageError('xds-dump needs --server HOST:PORT, e.g. istiod.istio-system.svc:15012');
+      const count = v.count === undefined ? undefined : Number(v.count);
+      if (count !== undefined && (!Number.isInteger(count) || count < 1)) throw new UsageError('xds-dump: --count takes a whole number >= 1');
+      if (v.plaintext && v.token) throw new UsageError('xds-dump: --token is never sent in plaintext; drop one of them');
+      const defaultToken = '/var/run/secrets/tokens/istio-token';
+      const token = v.token ?? (fs.existsSync(defaultToken) ? defaultToken : undefined);
+      if (!v.plaintext && !fs.existsSync(v.ca!)) throw new StartupError(`xds-dump: CA file ${v.ca} not found (--ca FILE, or --plaintext for a local test server)`);
+      const ac = new AbortController();
+      process.once('SIGINT', () => ac.abort());
+      process.once('SIGTERM', () => ac.abort());
+      await runXdsDump({
+        connection: { address: v.server, plaintext: v.plaintext === true, ...(v.plaintext ? {} : { caFile: v.ca!, ...(token ? { tokenFile: token } : {}) }),
+          ...(v['server-name'] ? { serverName: v['server-name'] } : {}) },
+        nodeName: v.node ?? process.env.NODE_NAME ?? os.hostname(), clusterId: v['cluster-id']!, json: v.json === true,
+        ...(count ? { count } : {}), out: process.stdout,
+      }, ac.signal);
       return 0;
     }
     case undefined:

@@ -14,7 +14,7 @@ export interface GenerationStatus {
   sockets: number;
   crossPod: boolean;
   keepaliveIdleSeconds: number;
-  enabledNetns: { netnsCookie: string; excludePorts: number[]; counters: Counters | null }[];
+  enabledNetns: { netnsCookie: string; excludePorts: number[]; crossPod: boolean; counters: Counters | null }[];
   counters: Counters;
 }
 
@@ -27,7 +27,7 @@ export function datapathStatus(pinRoot: string, cgroupPath: string): GenerationS
       return {
         generation: dp.generation, pinDir: dir, attached: dp.linked, sockopsLinked: a.sockopsLinked, skMsgAttached: a.skMsgAttached,
         sockets: dp.socketCount(), crossPod: cfg.crossPod, keepaliveIdleSeconds: cfg.keepaliveIdleSeconds,
-        enabledNetns: [...dp.enabledNetns()].map(([cookie, p]) => ({ netnsCookie: cookie.toString(), excludePorts: p.excludePorts, counters: dp.netnsCounters(cookie) })),
+        enabledNetns: [...dp.enabledNetns()].map(([cookie, p]) => ({ netnsCookie: cookie.toString(), excludePorts: p.excludePorts, crossPod: p.crossPod, counters: dp.netnsCounters(cookie) })),
         counters: dp.counters(),
       };
     } finally {
@@ -42,7 +42,7 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
   for (const g of gens) {
     out.push(`generation ${g.generation} (${g.pinDir}): ${g.attached ? 'attached' : 'retired, draining'}; sockops ${g.sockopsLinked ? 'linked' : 'not linked'}, sk_msg ${g.skMsgAttached ? 'attached' : 'not attached'}; ${g.sockets} sockets registered`);
     out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}`);
-    out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.excludePorts.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
+    out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.crossPod ? '' : ' (in-pod only)') + (n.excludePorts.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
     const c = g.counters;
     out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, released to TCP ${c.socketsReleased}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}`);
   }

@@ -42,6 +42,29 @@ export const configSchema = z.object({
     hostProc: z.string().startsWith('/').default('/proc'),
     istioNamespace: z.string().min(1).default('istio-system'),
   }).strict().default({ enabled: false, hostProc: '/proc', istioNamespace: 'istio-system' }),
+  /**
+   * The xds workload source: Istio's workload API from istiod over Delta ADS.
+   * Needs the kubernetes source (its records are joined with the pods by uid).
+   */
+  xds: z.object({
+    enabled: z.boolean().default(false),
+    address: z.string().regex(/^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$/, 'expected host:port, e.g. istiod.istio-system.svc:15012').default('istiod.istio-system.svc:15012'),
+    /** No TLS and no token: only for a local test server. */
+    plaintext: z.boolean().default(false),
+    /** istiod's CA (ConfigMap istio-ca-root-cert, key root-cert.pem). */
+    caFile: z.string().startsWith('/').default('/var/run/secrets/istio/root-cert.pem'),
+    /** Projected service-account token with audience istio-ca. */
+    tokenFile: z.string().startsWith('/').default('/var/run/secrets/tokens/istio-token'),
+    /** Name istiod's certificate is checked against; default the address' host. */
+    serverName: z.string().min(1).optional(),
+    /** istiod's cluster id (its CLUSTER_ID; pod workload uids start with it). */
+    clusterId: z.string().min(1).default('Kubernetes'),
+    /** With no answer this long, istiod is taken not to serve the workload API. */
+    noAnswerSeconds: z.number().positive().max(3600).default(30),
+  }).strict().default({
+    enabled: false, address: 'istiod.istio-system.svc:15012', plaintext: false, caFile: '/var/run/secrets/istio/root-cert.pem',
+    tokenFile: '/var/run/secrets/tokens/istio-token', clusterId: 'Kubernetes', noAnswerSeconds: 30,
+  }),
   /** Istio MeshConfig; only defaultConfig.proxyMetadata.SIDECAR_ACCEL is read. */
   mesh: z.unknown().optional(),
   namespaces: z.array(z.object({ name: z.string().min(1), annotations: stringMap.default({}), labels: stringMap.default({}) }).strict()).default([]),

@@ -11,6 +11,8 @@ export interface ObjectMeta {
   name: string;
   /** Pods only: shares the node's network namespace. */
   hostNetwork?: boolean;
+  /** Pods only: istiod's tunnel protocol for this pod (xds source), when istiod knows it. */
+  tunnel?: string;
   namespace?: string;
   annotations?: Record<string, string>;
   labels?: Record<string, string>;
@@ -21,6 +23,7 @@ export type MeshConfig = unknown;
 
 export type Rule =
   | 'ambient'
+  | 'xds-hbone'
   | 'host-network'
   | 'tproxy-unsupported'
   | 'no-sidecar'
@@ -116,6 +119,8 @@ export function decide(pod: ObjectMeta, namespace: ObjectMeta | undefined, mesh:
   const result = (enabled: boolean, rule: Rule): Decision => ({ enabled, rule, excludePorts, warnings });
 
   if (isAmbient(pod)) return result(false, 'ambient');
+  // istiod says ztunnel captures it, whatever its labels say: its traffic is tunnelled.
+  if (pod.tunnel !== undefined && pod.tunnel !== 'NONE') return result(false, 'xds-hbone');
   // The node's own netns: enabling it would touch every host socket.
   if (pod.hostNetwork) return result(false, 'host-network');
   // Istio's TPROXY capture keeps original addresses on Envoy's sockets; its

@@ -11,7 +11,7 @@ import { netnsRefText } from '../workloads/workload.js';
 import { podNetnsPath } from '../workloads/pod-netns.js';
 
 export interface KernelTarget {
-  enable(cookie: bigint, opts: { excludePorts: number[] }): void;
+  enable(cookie: bigint, opts: { excludePorts: number[]; crossPod: boolean }): void;
   disable(cookie: bigint): boolean;
   enabledNetns(): Map<bigint, NetnsPolicy>;
 }
@@ -29,6 +29,10 @@ export interface WorkloadStatus {
   netns: string;
   netnsCookie: string | null;
   excludePorts: number[];
+  /** Eligible for cross-pod pairing (used when datapath.crossPod is on): a mesh workload known on this node. */
+  crossPod: boolean;
+  canonicalService: string;
+  canonicalRevision: string;
   warnings: string[];
   error?: string;
 }
@@ -43,8 +47,9 @@ export interface DesiredState {
 export interface ReconcileResult { statuses: WorkloadStatus[]; errors: number }
 
 
-function samePolicy(a: NetnsPolicy | undefined, ports: number[]): boolean {
-  return !!a && a.enabled && a.excludePorts.length === ports.length && a.excludePorts.every((p, i) => p === ports[i]);
+function samePolicy(a: NetnsPolicy | undefined, want: { ports: number[]; crossPod: boolean }): boolean {
+  return !!a && a.enabled && a.crossPod === want.crossPod && a.excludePorts.length === want.ports.length
+    && a.excludePorts.every((p, i) => p === want.ports[i]);
 }
 
 /** Resolves a workload's netns cookie; `procRoot` is the host's /proc for pod UIDs. */
@@ -63,7 +68,7 @@ export function reconcileOnce(
   cookieOf: (w: Workload) => bigint = resolveCookie,
 ): ReconcileResult {
   const statuses: WorkloadStatus[] = [];
-  const want = new Map<bigint, { ports: number[]; owners: WorkloadStatus[] }>();
+  const want = new Map<bigint, { ports: number[]; crossPod: boolean; owners: WorkloadStatus[] }>();
   const keepOff = new Set<bigint>();
   let errors = 0;
 
@@ -71,7 +76,8 @@ export function reconcileOnce(
     const d = decide(w, desired.namespaces.get(w.namespace), desired.meshFor(w));
     const st: WorkloadStatus = {
       source: w.source, name: w.name, namespace: w.namespace, uid: w.uid, enabled: false, state: 'disabled', rule: d.rule,
-      netns: netnsRefText(w.netns), netnsCookie: null, excludePorts: d.excludePorts, warnings: d.warnings,
+      netns: netnsRefText(w.netns), netnsCookie: null, excludePorts: d.excludePorts, crossPod: false,
+      canonicalService: w.canonicalService ?? '', canonicalRevision: w.canonicalRevision ?? '', warnings: d.warnings,
     };
     statuses.push(st);
     let cookie: bigint;
@@ -86,7 +92,10 @@ export function reconcileOnce(
     }
     st.netnsCookie = cookie.toString();
     if (!d.enabled) { keepOff.add(cookie); continue; }
-    const entry = want.get(cookie) ?? { ports: d.excludePorts, owners: [] };
+    // A netns some workload of which is not a known mesh workload does not pair across pods.
+    const known = w.meshKnown !== false;
+    const entry = want.get(cookie) ?? { ports: d.excludePorts, crossPod: known, owners: [] };
+    entry.crossPod &&= known;
     entry.owners.push(st);
     want.set(cookie, entry);
   }
@@ -102,8 +111,8 @@ export function reconcileOnce(
   const actual = target.enabledNetns();
   for (const [cookie, e] of want) {
     try {
-      if (!samePolicy(actual.get(cookie), e.ports)) target.enable(cookie, { excludePorts: e.ports });
-      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; }
+      if (!samePolicy(actual.get(cookie), e)) target.enable(cookie, { excludePorts: e.ports, crossPod: e.crossPod });
+      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; o.crossPod = e.crossPod; }
     } catch (err) {
       errors++;
       for (const o of e.owners) { o.state = 'error'; o.error = `enabling: ${(err as Error).message}`; }

@@ -48,6 +48,7 @@ export class KubernetesSource {
   private errors = 0;
   private stopped = true;
   private changeQueued = false;
+  private saidSynced = false;
   private readonly minMs: number;
   private readonly maxMs: number;
 
@@ -78,6 +79,10 @@ export class KubernetesSource {
   }
 
   private changed(): void {
+    if (!this.saidSynced && this.watched.every((w) => w.synced)) {
+      this.saidSynced = true;
+      this.opts.log.info({ watches: this.watched.map((w) => w.name) }, 'kubernetes source synced');
+    }
     if (this.changeQueued) return;
     this.changeQueued = true;
     queueMicrotask(() => { this.changeQueued = false; if (!this.stopped) this.opts.onChange(); });

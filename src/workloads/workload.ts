@@ -1,5 +1,6 @@
-// The one record every workload source yields (local file today; Kubernetes
-// and xDS later).
+// The one record every workload source yields: `local` (the config file) and
+// `kubernetes` (the API server); the `xds` source adds what istiod knows of a
+// kubernetes pod (`mesh`).
 /** Where a workload's network namespace is: a path, a pid in it, or (Kubernetes) the pod's UID. */
 export type NetnsRef = { path: string } | { pid: number } | { podUid: string };
 
@@ -16,6 +17,16 @@ export interface Workload {
   /** Istio revision (label istio.io/rev): selects the istio-<rev> mesh config. */
   revision?: string;
   source: 'local' | 'kubernetes';
+  /**
+   * A mesh workload known on this node: a local workload, or a kubernetes pod
+   * (istiod's record when the xds source serves). Only these pair across pods.
+   */
+  meshKnown?: boolean;
+  /** istiod's tunnel protocol (NONE, HBONE, ...) when the xds source knows the pod. */
+  tunnel?: string;
+  /** istiod's canonical service and revision of the pod (metric labels). */
+  canonicalService?: string;
+  canonicalRevision?: string;
 }
 
 export interface Namespace {

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { DeltaClient, type Backoff, type DeltaUpdate, type Rejection } from '../xds/delta-client.js';
-import { ADDRESS_TYPE_URL, XdsResourceError, decodeAddress, podWorkloadUid, type MeshWorkload } from '../xds/workload-api.js';
+import { ADDRESS_TYPE_URL, decodeAddresses, podWorkloadUid, type MeshWorkload } from '../xds/workload-api.js';
 import { stringStruct, type Node } from '../xds/protos.js';
 import type { Workload } from './workload.js';
 
@@ -48,15 +48,24 @@ export function istioNode(id: XdsIdentity, agentVersion: string): Node {
   };
 }
 
-/** Channel credentials and per-stream headers for a connection setting. */
-export function xdsChannel(c: XdsConnection): { credentials: grpc.ChannelCredentials; metadata: () => Record<string, string>; options: grpc.ChannelOptions } {
-  if (c.plaintext) return { credentials: grpc.credentials.createInsecure(), metadata: () => ({}), options: {} };
-  if (!c.caFile) throw new Error('xds: caFile is required unless plaintext is set');
-  const ca = fs.readFileSync(c.caFile);
+/**
+ * Channel credentials (built when called: the CA file is read then) and
+ * per-stream headers (the token file is read at each stream: it rotates).
+ * Plaintext sends no token: a bearer token never travels in clear.
+ */
+export function xdsChannel(c: XdsConnection): {
+  channel: () => { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions };
+  metadata: () => Record<string, string>;
+} {
+  if (c.plaintext) return { channel: () => ({ credentials: grpc.credentials.createInsecure(), options: {} }), metadata: () => ({}) };
+  const caFile = c.caFile;
+  if (!caFile) throw new Error('caFile is required unless plaintext is set');
   return {
-    credentials: grpc.credentials.createSsl(ca),
+    channel: () => ({
+      credentials: grpc.credentials.createSsl(fs.readFileSync(caFile)),
+      options: c.serverName ? { 'grpc.ssl_target_name_override': c.serverName, 'grpc.default_authority': c.serverName } : {},
+    }),
     metadata: (): Record<string, string> => (c.tokenFile ? { authorization: `Bearer ${fs.readFileSync(c.tokenFile, 'utf8').trim()}` } : {}),
-    options: c.serverName ? { 'grpc.ssl_target_name_override': c.serverName, 'grpc.default_authority': c.serverName } : {},
   };
 }
 
@@ -99,7 +108,7 @@ export class XdsSource {
   constructor(private readonly opts: XdsSourceOptions) {
     const ch = xdsChannel(opts.connection);
     this.client = new DeltaClient({
-      target: opts.connection.address, credentials: ch.credentials, metadata: ch.metadata, channelOptions: ch.options,
+      target: opts.connection.address, channel: ch.channel, metadata: ch.metadata,
       node: istioNode(opts.identity, opts.agentVersion ?? 'dev'), typeUrl: ADDRESS_TYPE_URL,
       handler: (u) => this.apply(u), log: opts.log, ...(opts.backoff ? { backoff: opts.backoff } : {}),
     });
@@ -146,17 +155,11 @@ export class XdsSource {
     const before = this.state;
     this.state = 'serving';
     if (before !== 'serving') this.opts.log.info({ address: this.opts.connection.address }, 'istiod serves the workload API');
-    const rejected: Rejection[] = [];
-    for (const r of u.resources) {
-      try {
-        const a = decodeAddress(r.name, r.value);
-        if (a.kind !== 'workload') continue;
-        if (a.workload.node === this.opts.identity.nodeName) this.onNode.set(r.name, a.workload);
-        else this.onNode.delete(r.name);
-      } catch (e) {
-        if (!(e instanceof XdsResourceError)) throw e;
-        rejected.push({ name: r.name, error: e.message });
-      }
+    const { decoded, rejected } = decodeAddresses(u.resources);
+    for (const { name, address: a } of decoded) {
+      if (a.kind !== 'workload') continue;
+      if (a.workload.node === this.opts.identity.nodeName) this.onNode.set(name, a.workload);
+      else this.onNode.delete(name);
     }
     for (const name of u.removed) this.onNode.delete(name);
     this.changed();

@@ -28,7 +28,12 @@ export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000 };
 
 export interface DeltaClientOptions {
   target: string;
-  credentials: grpc.ChannelCredentials;
+  /**
+   * Credentials and channel options, built at the first attempt that can
+   * (until then each attempt fails and is retried): a CA file mounted late is
+   * picked up, not fatal.
+   */
+  channel: () => { credentials: grpc.ChannelCredentials; options?: grpc.ChannelOptions };
   /** Headers of every stream, read again at each (re)connect: a projected token rotates. */
   metadata?: () => Record<string, string>;
   node: Node;
@@ -36,7 +41,6 @@ export interface DeltaClientOptions {
   handler: DeltaHandler;
   log: Logger;
   backoff?: Backoff;
-  channelOptions?: grpc.ChannelOptions;
 }
 
 export interface StreamEnd {
@@ -66,7 +70,7 @@ export function backoffDelay(b: Backoff, failures: number, random: () => number 
 }
 
 export class DeltaClient extends EventEmitter<DeltaClientEvents> {
-  private readonly client: grpc.Client;
+  private client?: grpc.Client;
   private call?: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
   private timer?: NodeJS.Timeout;
   private stopped = true;
@@ -79,13 +83,18 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
   constructor(private readonly opts: DeltaClientOptions) {
     super();
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
-    this.client = new grpc.Client(opts.target, opts.credentials, {
-      // Reconnects are ours (with our backoff), not the channel's.
+  }
+
+  private channel(): grpc.Client {
+    if (this.client) return this.client;
+    const ch = this.opts.channel();
+    this.client = new grpc.Client(this.opts.target, ch.credentials, {
       'grpc.initial_reconnect_backoff_ms': this.backoff.initialMs,
       'grpc.max_reconnect_backoff_ms': this.backoff.maxMs,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
-      ...opts.channelOptions,
+      ...ch.options,
     });
+    return this.client;
   }
 
   /** Versions of the resources held now (what a reconnect announces). */
@@ -105,13 +114,21 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
     const call = this.call;
     this.call = undefined;
     call?.cancel();
-    this.client.close();
+    this.client?.close();
+    this.client = undefined;
   }
 
   private open(): void {
     if (this.stopped) return;
     this.attempts++;
     const md = new grpc.Metadata();
+    let client: grpc.Client;
+    try {
+      client = this.channel();
+    } catch (e) {
+      this.ended({ code: grpc.status.UNAVAILABLE, details: `credentials: ${(e as Error).message}` }, 0);
+      return;
+    }
     try {
       for (const [k, v] of Object.entries(this.opts.metadata?.() ?? {})) md.set(k, v);
     } catch (e) {
@@ -119,7 +136,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
       this.ended({ code: grpc.status.UNAUTHENTICATED, details: (e as Error).message }, 0);
       return;
     }
-    const call = this.client.makeBidiStreamRequest<DeltaDiscoveryRequest, DeltaDiscoveryResponse>(
+    const call = client.makeBidiStreamRequest<DeltaDiscoveryRequest, DeltaDiscoveryResponse>(
       DELTA_METHOD, (m) => deltaRequestCodec.encode(m), (b) => deltaResponseCodec.decode(b), md);
     this.call = call;
     let responses = 0;
@@ -177,15 +194,15 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
     for (const name of r.removed_resources) this.known.delete(name);
     this.emit('response', update);
     if (rejected.length === 0) {
-      call.write({ type_url: this.opts.typeUrl, response_nonce: r.nonce });
-      this.emit('ack', { nonce: r.nonce });
+      // Emitted once handed to the transport: a caller that stops then has answered.
+      call.write({ type_url: this.opts.typeUrl, response_nonce: r.nonce }, () => this.emit('ack', { nonce: r.nonce }));
       return;
     }
     const message = rejected.map((x) => `${x.name}: ${x.error}`).join('; ');
     // 3 = INVALID_ARGUMENT, as Envoy reports a rejected config.
-    call.write({ type_url: this.opts.typeUrl, response_nonce: r.nonce, error_detail: { code: grpc.status.INVALID_ARGUMENT, message } });
     this.opts.log.warn({ typeUrl: this.opts.typeUrl, nonce: r.nonce, rejected: rejected.length, error: message.slice(0, 2000) }, 'xDS resources rejected (NACK); their last good versions stay');
-    this.emit('nack', { nonce: r.nonce, message, rejected });
+    call.write({ type_url: this.opts.typeUrl, response_nonce: r.nonce, error_detail: { code: grpc.status.INVALID_ARGUMENT, message } },
+      () => this.emit('nack', { nonce: r.nonce, message, rejected }));
   }
 
   private ended(s: { code: number; details: string }, responses: number): void {

@@ -2,6 +2,7 @@
 // resource into what the agent uses. Anything malformed is an XdsResourceError,
 // which the client NACKs while it keeps the resource's last good version.
 import { messageType } from './protos.js';
+import type { DeltaResource, Rejection } from './delta-client.js';
 
 export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address';
 
@@ -75,4 +76,21 @@ export function decodeAddress(name: string, value: Uint8Array): AddressResource 
       trustDomain: w.trust_domain, clusterId: w.cluster_id, network: w.network, addresses: w.addresses.map(ipText),
     },
   };
+}
+
+export interface DecodedAddress { name: string; version: string; address: AddressResource }
+
+/** Decodes every resource of a response: the valid ones, and the rest as rejections (NACKed). */
+export function decodeAddresses(resources: DeltaResource[]): { decoded: DecodedAddress[]; rejected: (Rejection & { version: string })[] } {
+  const decoded: DecodedAddress[] = [];
+  const rejected: (Rejection & { version: string })[] = [];
+  for (const r of resources) {
+    try {
+      decoded.push({ name: r.name, version: r.version, address: decodeAddress(r.name, r.value) });
+    } catch (e) {
+      if (!(e instanceof XdsResourceError)) throw e;
+      rejected.push({ name: r.name, version: r.version, error: e.message });
+    }
+  }
+  return { decoded, rejected };
 }

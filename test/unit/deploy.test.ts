@@ -63,6 +63,8 @@ test('the agent config in the ConfigMap is valid for the agent itself', () => {
   assert.equal(r.config.kubernetes.enabled, true);
   assert.equal(r.config.kubernetes.hostProc, '/host/proc');
   assert.equal(r.config.datapath.requireRootCgroup, true);
+  assert.equal(r.config.xds.enabled, true);
+  assert.equal(r.config.xds.plaintext, false, 'istiod is reached over TLS');
 });
 
 test('the DaemonSet: the capabilities it needs, the host mounts, the node name, hitless rolling updates', () => {
@@ -85,6 +87,21 @@ test('the DaemonSet: the capabilities it needs, the host mounts, the node name, 
   assert.equal(c.livenessProbe.httpGet.path, '/healthz');
   assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
   assert.equal(pod.serviceAccountName, 'sidecar-accel');
+  // The xds source: istiod's CA and an istio-ca token where the config expects them.
+  const cm = find(render('base'), 'ConfigMap', 'sidecar-accel');
+  const cfg = parseConfig(cm.data['config.yaml'], 'configmap');
+  assert.ok(cfg.ok);
+  const mountedAt = (file: string) => c.volumeMounts.find((m: { mountPath: string }) => file.startsWith(`${m.mountPath}/`));
+  const caVol = pod.volumes.find((v: { name: string }) => v.name === mountedAt(cfg.config.xds.caFile)?.name);
+  assert.equal(caVol.configMap.name, 'istio-ca-root-cert');
+  assert.equal(caVol.configMap.optional, true, 'the agent starts without Istio installed');
+  const tokVol = pod.volumes.find((v: { name: string }) => v.name === mountedAt(cfg.config.xds.tokenFile)?.name);
+  const sat = tokVol.projected.sources[0].serviceAccountToken;
+  assert.equal(sat.audience, 'istio-ca');
+  assert.equal(`${mountedAt(cfg.config.xds.tokenFile).mountPath}/${sat.path}`, cfg.config.xds.tokenFile);
+  for (const [name, field] of [['POD_NAME', 'metadata.name'], ['POD_NAMESPACE', 'metadata.namespace'], ['INSTANCE_IP', 'status.podIP']]) {
+    assert.deepEqual(c.env.find((e: { name: string }) => e.name === name).valueFrom, { fieldRef: { fieldPath: field } });
+  }
 });
 
 test('RBAC is read-only: pods and namespaces cluster-wide, ConfigMaps only in istio-system', () => {

@@ -68,6 +68,8 @@ export class FakeApiServer extends EventEmitter<{ activity: [] }> {
     }
     const from = Number(u.searchParams.get('resourceVersion') ?? 0);
     res.writeHead(200, { 'content-type': 'application/json' });
+    // The API server answers a watch at once, before any event.
+    res.flushHeaders();
     if (from < this.compactedBelow) {
       res.end(JSON.stringify({ type: 'ERROR', object: { kind: 'Status', code: 410, reason: 'Expired', message: 'too old resource version' } }) + '\n');
       return;

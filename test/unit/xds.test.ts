@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { FakeXdsServer, workloadResource, type FakeStream } from './fake-xds.js';
@@ -20,6 +21,7 @@ import { backoffDelay, type StreamEnd } from '../../src/xds/delta-client.js';
 import { ADDRESS_TYPE_URL, podWorkloadUid } from '../../src/xds/workload-api.js';
 import type { Workload } from '../../src/workloads/workload.js';
 
+const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 const NODE = 'node-1';
 const IDENTITY = { nodeName: NODE, clusterId: 'Kubernetes', podName: 'sidecar-accel-x1', podNamespace: 'sidecar-accel', podIp: '10.0.0.9' };
 const uid = (name: string) => podWorkloadUid('Kubernetes', 'shop', name);
@@ -271,7 +273,12 @@ describe('xds source', () => {
     const server = new FakeXdsServer();
     const cert = fs.readFileSync(path.join(dir, 'cert.pem'));
     await server.start(grpc.ServerCredentials.createSsl(null, [{ private_key: fs.readFileSync(path.join(dir, 'key.pem')), cert_chain: cert }]));
-    const { source } = await setup({ server, connection: { plaintext: false, caFile: path.join(dir, 'cert.pem'), tokenFile: path.join(dir, 'token'), serverName: 'istiod.istio-system.svc' } });
+    // The CA file is not there yet (its ConfigMap not mounted yet): retried, not fatal.
+    const caFile = path.join(dir, 'ca.pem');
+    const { source } = await setup({ server, connection: { plaintext: false, caFile, tokenFile: path.join(dir, 'token'), serverName: 'istiod.istio-system.svc' } });
+    const noCa = await next<StreamEnd>(source.client, 'end');
+    assert.match(noCa.details, /credentials: .*ENOENT/);
+    fs.copyFileSync(path.join(dir, 'cert.pem'), caFile);
     const s = await server.stream(1);
     await s.request(0);
     assert.deepEqual(s.call.metadata.get('authorization'), [`Bearer ${token}`]);
@@ -290,5 +297,41 @@ describe('xds source', () => {
     const end = await next<StreamEnd>(wrong.client, 'end');
     assert.equal(end.code, grpc.status.UNAVAILABLE);
     assert.equal(server.streams.length, 1);
+  });
+
+  test('xds-dump prints what arrives, ACKs and NACKs like the agent, one JSON object per line', async () => {
+    const server = new FakeXdsServer();
+    const address = await server.start();
+    cleanups.push(() => server.stop());
+    const child = spawn(process.execPath, [cli, 'xds-dump', '--server', address, '--plaintext', '--json', '--count', '2', '--node', NODE], { stdio: ['ignore', 'pipe', 'pipe'] });
+    cleanups.push(() => child.kill('SIGKILL'));
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const s = await server.stream(1);
+    assert.match((await s.request(0)).node?.id ?? '', /^ztunnel~/);
+    const good = s.send({ resources: [workloadResource({ uid: uid('a'), node: NODE, tunnel_protocol: 'HBONE', canonical_name: 'ratings' })] });
+    assert.equal((await s.request(1)).response_nonce, good);
+    const bad = s.send({ resources: [{ name: uid('junk'), version: '3', resource: { type_url: ADDRESS_TYPE_URL, value: Buffer.from([0x0a, 0x05, 0x01]) }, aliases: [] }], removed_resources: [uid('a')] });
+    const nack = await s.request(2);
+    assert.equal(nack.response_nonce, bad);
+    assert.ok(nack.error_detail?.message.includes(uid('junk')));
+    assert.equal(await exited, 0, 'exits after --count responses');
+    const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(lines.map((l) => l.event), ['stream', 'response', 'resource', 'ack', 'response', 'invalid', 'removed', 'nack']);
+    const res = lines[2] as { address: { kind: string; workload: { tunnel: string; canonicalName: string } } };
+    assert.equal(res.address.workload.tunnel, 'HBONE');
+    assert.equal(res.address.workload.canonicalName, 'ratings');
+    assert.equal(lines[6]!.name, uid('a'));
+  });
+
+  test('xds-dump: bad arguments are usage errors, exit 2', () => {
+    for (const args of [[], ['--server', 'no-port'], ['--server', 'x:1', '--count', '0'], ['--server', 'x:1', '--plaintext', '--token', '/t']]) {
+      let code = 0;
+      let err = '';
+      try { execFileSync(process.execPath, [cli, 'xds-dump', ...args], { stdio: 'pipe' }); } catch (e) { code = (e as { status: number }).status; err = String((e as { stderr: Buffer }).stderr); }
+      assert.equal(code, 2, `xds-dump ${args.join(' ')}: ${err}`);
+      assert.match(err, /xds-dump/);
+    }
   });
 });

@@ -1,0 +1,75 @@
+// istiod's view joined onto the pods, and what the reconciler writes from it:
+// HBONE pods off, canonical labels, and cross-pod eligibility per netns.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pino from 'pino';
+import { joinMesh } from '../../src/workloads/join.js';
+import { reconcileOnce, type KernelTarget } from '../../src/reconcile/reconciler.js';
+import type { NetnsPolicy } from '../../src/datapath/layout.js';
+import type { MeshWorkload } from '../../src/xds/workload-api.js';
+import type { XdsHealth, XdsState } from '../../src/workloads/xds.js';
+import type { Workload } from '../../src/workloads/workload.js';
+
+const SIDECAR = { 'sidecar.istio.io/status': '{}', 'sidecar-accel.io/enabled': 'true' };
+const pod = (name: string, labels: Record<string, string> = {}): Workload => ({
+  uid: `uid-${name}`, name, namespace: 'shop', annotations: SIDECAR, labels, netns: { podUid: name }, source: 'kubernetes',
+});
+const local: Workload = { uid: 'l', name: 'local', namespace: 'shop', annotations: SIDECAR, labels: {}, netns: { path: '/x' }, source: 'local' };
+const mesh = (name: string, o: Partial<MeshWorkload> = {}): MeshWorkload => ({
+  uid: `Kubernetes//Pod/shop/${name}`, name, namespace: 'shop', node: 'node-1', tunnel: 'NONE', canonicalName: '', canonicalRevision: '',
+  serviceAccount: '', trustDomain: '', clusterId: '', network: '', addresses: [], ...o,
+});
+function xds(state: XdsState, known: MeshWorkload[]) {
+  const health = (): XdsHealth => ({ state, responses: 0, acks: 0, nacks: 0, workloadsOnNode: known.length });
+  return { health, meshWorkloadOf: (w: Workload) => known.find((m) => m.name === w.name) };
+}
+
+test('no xds source: every pod is a known mesh workload; canonical names from the injector labels', () => {
+  const [a] = joinMesh([pod('a', { 'service.istio.io/canonical-name': 'reviews', 'service.istio.io/canonical-revision': 'v1' })], undefined);
+  assert.deepEqual([a!.meshKnown, a!.canonicalService, a!.canonicalRevision, a!.tunnel], [true, 'reviews', 'v1', undefined]);
+});
+
+test('xds connecting: no kubernetes pod pairs across pods yet; local workloads do', () => {
+  const out = joinMesh([pod('a'), local], xds('connecting', [mesh('a')]));
+  assert.deepEqual(out.map((w) => w.meshKnown), [false, true]);
+});
+
+test('xds not served or unreachable: the API server\'s pods are the mesh workloads', () => {
+  for (const s of ['not-served', 'unreachable'] as const) assert.equal(joinMesh([pod('a')], xds(s, []))[0]!.meshKnown, true, s);
+});
+
+test('xds serving: istiod\'s record decides tunnel, canonical labels and membership', () => {
+  const out = joinMesh([pod('a', { 'service.istio.io/canonical-name': 'from-label' }), pod('b'), pod('c', { 'service.istio.io/canonical-name': 'label-c' })],
+    xds('serving', [mesh('a', { canonicalName: 'reviews', canonicalRevision: 'v2' }), mesh('b', { tunnel: 'HBONE' })]));
+  assert.deepEqual(out.map((w) => [w.name, w.meshKnown, w.tunnel, w.canonicalService, w.canonicalRevision]), [
+    ['a', true, 'NONE', 'reviews', 'v2'],
+    ['b', true, 'HBONE', '', ''],
+    ['c', false, undefined, 'label-c', ''],
+  ]);
+});
+
+test('the reconciler: HBONE off, cross-pod per netns, a shared netns with an unknown workload stays in-pod', () => {
+  const writes: [bigint, { excludePorts: number[]; crossPod: boolean }][] = [];
+  const map = new Map<bigint, NetnsPolicy>();
+  const target: KernelTarget = {
+    enable: (c, o) => { writes.push([c, o]); map.set(c, { enabled: true, ...o }); },
+    disable: (c) => map.delete(c),
+    enabledNetns: () => new Map(map),
+  };
+  const cookies: Record<string, bigint> = { a: 1n, b: 2n, c: 3n, d: 3n };
+  const workloads = joinMesh([pod('a'), pod('b'), pod('c'), pod('d')], xds('serving', [mesh('a'), mesh('b', { tunnel: 'HBONE' }), mesh('c')]));
+  const r = reconcileOnce(target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(),
+    (w) => cookies[w.name]!);
+  assert.deepEqual(r.statuses.map((s) => [s.name, s.enabled, s.rule, s.crossPod]), [
+    ['a', true, 'pod-annotation', true],
+    ['b', false, 'xds-hbone', false],
+    ['c', true, 'pod-annotation', false],
+    ['d', true, 'pod-annotation', false],
+  ]);
+  assert.deepEqual(writes, [[1n, { excludePorts: [], crossPod: true }], [3n, { excludePorts: [], crossPod: false }]]);
+  // Level-triggered: istiod learns d; the shared netns is rewritten with the flag, nothing else.
+  writes.length = 0;
+  const again = joinMesh([pod('a'), pod('b'), pod('c'), pod('d')], xds('serving', [mesh('a'), mesh('b', { tunnel: 'HBONE' }), mesh('c'), mesh('d')]));
+  reconcileOnce(target, { workloads: again, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
+  assert.deepEqual(writes, [[3n, { excludePorts: [], crossPod: true }]]);
+});
