@@ -48,12 +48,7 @@ describe('agent with the kubernetes source', { skip: kernelSkip, timeout: 120_00
     await pods.a.startSidecar({ upstream4: `${pods.b.ip4}:8080`, appPort: 8080 });
     await pods.b.startSidecar({ upstream4: `${pods.a.ip4}:8080`, appPort: 8080 });
     port = 20000 + Math.floor(Math.random() * 20000);
-    fs.writeFileSync(topo.file('kubeconfig'), [
-      'apiVersion: v1', 'kind: Config', 'current-context: fake',
-      `clusters: [{name: fake, cluster: {server: "${api.url}", insecure-skip-tls-verify: true}}]`,
-      'users: [{name: agent, user: {token: test}}]',
-      'contexts: [{name: fake, context: {cluster: fake, user: agent}}]', '',
-    ].join('\n'));
+    fs.writeFileSync(topo.file('kubeconfig'), api.kubeconfig());
     fs.writeFileSync(topo.file('agent.yaml'), [
       `api: {listen: 127.0.0.1:${port}}`,
       `datapath: {cgroup: ${topo.cgroupDir}, requireRootCgroup: false, pinDir: /sys/fs/bpf/${topo.prefix}}`,

@@ -53,12 +53,7 @@ describe('agent with the xds source', { skip: kernelSkip, timeout: Number(proces
     pods = { a: await topo.addPod(`pod${uids.a}`), b: await topo.addPod(`pod${uids.b}`), c: await topo.addPod(`pod${uids.c}`) };
     // kubelet names a pod's cgroup pod<uid>; a process in it leads the agent to the pod's netns.
     for (const p of Object.values(pods)) p.spawn('sleep', ['infinity']);
-    fs.writeFileSync(topo.file('kubeconfig'), [
-      'apiVersion: v1', 'kind: Config', 'current-context: fake',
-      `clusters: [{name: fake, cluster: {server: "${api.url}", insecure-skip-tls-verify: true}}]`,
-      'users: [{name: agent, user: {token: test}}]',
-      'contexts: [{name: fake, context: {cluster: fake, user: agent}}]', '',
-    ].join('\n'));
+    fs.writeFileSync(topo.file('kubeconfig'), api.kubeconfig());
   });
   after(async () => {
     for (const a of agents) { a.child.kill('SIGKILL'); await a.exited; }

@@ -47,6 +47,16 @@ export class FakeApiServer extends EventEmitter<{ activity: [] }> {
     return `http://127.0.0.1:${this.port}`;
   }
 
+  /** A kubeconfig file's text pointing at this server (for an agent started as a process). */
+  kubeconfig(): string {
+    return [
+      'apiVersion: v1', 'kind: Config', 'current-context: fake',
+      `clusters: [{name: fake, cluster: {server: "${this.url}", insecure-skip-tls-verify: true}}]`,
+      'users: [{name: agent, user: {token: test}}]',
+      'contexts: [{name: fake, context: {cluster: fake, user: agent}}]', '',
+    ].join('\n');
+  }
+
   private matches(o: KObject, fieldSelector?: string): boolean {
     if (!fieldSelector) return true;
     const m = /^spec\.nodeName=(.*)$/.exec(fieldSelector);
