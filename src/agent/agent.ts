@@ -15,10 +15,9 @@ import type { AgentConfig } from '../config/schema.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { localNamespaces, localWorkloads } from '../workloads/local.js';
 import { reconcileOnce, resolveCookie, type WorkloadStatus } from '../reconcile/reconciler.js';
-import { KubernetesSource } from '../workloads/kubernetes.js';
-import { XdsSource, type XdsHealth } from '../workloads/xds.js';
+import type { XdsHealth } from '../workloads/xds.js';
+import { buildSources, sourcesChanged, startSources, stopSources, type Sources } from './sources.js';
 import { joinMesh } from '../workloads/join.js';
-import * as k8s from '@kubernetes/client-node';
 import { AgentMetrics } from '../api/metrics.js';
 import { buildApi } from '../api/server.js';
 import {
@@ -64,8 +63,7 @@ export class Agent {
   readonly metrics: AgentMetrics;
   api?: FastifyInstance;
   private watcher?: ConfigWatcher;
-  private kube?: KubernetesSource;
-  private xds?: XdsSource;
+  private sources: Sources = {};
   /** `reconciled` after every pass, with the workloads' states. */
   readonly events = new EventEmitter<{ reconciled: [WorkloadStatus[]] }>();
 
@@ -80,7 +78,7 @@ export class Agent {
       counters: () => this.dp.counters(),
       workloads: () => this.workloads(),
       workloadCounters: (c: bigint) => this.dp.netnsCounters(c),
-      xds: () => this.xds?.health(),
+      xds: () => this.sources.xds?.health(),
     }));
   }
 
@@ -123,59 +121,12 @@ export class Agent {
     }
 
     const agent = new Agent(configPath, config, dp, draining, log);
-    agent.startKubernetes();
-    agent.startXds();
+    agent.sources = buildSources(config, log, () => agent.reconcile());
+    startSources(agent.sources, config, log);
     agent.reconcile();
     await agent.listen();
     agent.watch();
     return agent;
-  }
-
-  /** The kubernetes source, when configured; its changes trigger a reconcile. */
-  private startKubernetes(): void {
-    const kc = this.config.kubernetes;
-    if (!kc.enabled) return;
-    const nodeName = kc.nodeName ?? process.env.NODE_NAME;
-    if (!nodeName) throw new StartupError('kubernetes.enabled needs kubernetes.nodeName or the NODE_NAME environment variable');
-    const kubeConfig = new k8s.KubeConfig();
-    try {
-      if (kc.kubeconfig) kubeConfig.loadFromFile(kc.kubeconfig); else kubeConfig.loadFromCluster();
-    } catch (e) {
-      throw new StartupError(`kubernetes: cannot load ${kc.kubeconfig ?? 'the in-cluster config'}: ${(e as Error).message}`);
-    }
-    this.kube = new KubernetesSource({
-      kubeConfig, nodeName, istioNamespace: kc.istioNamespace, log: this.log.child({ source: 'kubernetes' }),
-      onChange: () => this.reconcile(),
-    });
-    this.kube.start();
-    this.log.info({ nodeName, server: kubeConfig.getCurrentCluster()?.server }, 'watching pods of this node');
-  }
-
-  /**
-   * The xds source, when configured. It never holds readiness back: in a
-   * sidecar-only mesh istiod serves no workload API and the kubernetes source
-   * is enough.
-   */
-  private startXds(): void {
-    const xc = this.config.xds;
-    if (!xc.enabled) return;
-    if (!this.kube) throw new StartupError('xds.enabled needs kubernetes.enabled: istiod\'s records are joined with the pods of this node');
-    const nodeName = this.config.kubernetes.nodeName ?? process.env.NODE_NAME!;
-    try {
-      this.xds = new XdsSource({
-        connection: { address: xc.address, plaintext: xc.plaintext, caFile: xc.caFile, ...(xc.plaintext ? {} : { tokenFile: xc.tokenFile }), ...(xc.serverName ? { serverName: xc.serverName } : {}) },
-        identity: {
-          nodeName, clusterId: xc.clusterId,
-          podName: process.env.POD_NAME ?? `sidecar-accel-${nodeName}`, podNamespace: process.env.POD_NAMESPACE ?? 'sidecar-accel',
-          podIp: process.env.INSTANCE_IP ?? process.env.POD_IP ?? '127.0.0.1',
-        },
-        log: this.log.child({ source: 'xds' }), onChange: () => this.reconcile(), noAnswerMs: xc.noAnswerSeconds * 1000,
-      });
-    } catch (e) {
-      throw new StartupError(`xds: ${(e as Error).message}`);
-    }
-    this.xds.start();
-    this.log.info({ address: xc.address, plaintext: xc.plaintext }, 'subscribing to istiod\'s workload API');
   }
 
   private async listen(): Promise<void> {
@@ -185,7 +136,7 @@ export class Agent {
       ready: () => {
         if (!this.reconciled) return { ready: false, reason: 'first reconcile pending' };
         if (!this.dp.linked) return { ready: false, reason: 'datapath not attached' };
-        if (this.kube && !this.kube.health().synced) return { ready: false, reason: `kubernetes source not synced: ${this.kube.health().lastError ?? 'listing'}` };
+        if (this.sources.kube && !this.sources.kube.health().synced) return { ready: false, reason: `kubernetes source not synced: ${this.sources.kube.health().lastError ?? 'listing'}` };
         return { ready: true };
       },
       workloads: () => this.workloads(),
@@ -210,10 +161,27 @@ export class Agent {
     if (c.datapath.cgroup !== old.cgroup || c.datapath.pinDir !== old.pinDir || c.api.listen !== this.config.api.listen) {
       this.log.warn({}, 'datapath.cgroup, datapath.pinDir and api.listen take effect on restart; the rest is applied now');
     }
+    if (sourcesChanged(this.config, c)) this.replaceSources(c);
     this.config = c;
     this.dp.setConfig({ crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds });
     this.log.info({ workloads: c.workloads.length, namespaces: c.namespaces.length }, 'config reloaded');
     this.reconcile();
+  }
+
+  /** New kubernetes/xds settings: new sources, or the old ones kept if the new cannot be built. */
+  private replaceSources(c: AgentConfig): void {
+    let next: Sources;
+    try {
+      next = buildSources(c, this.log, () => this.reconcile());
+    } catch (e) {
+      this.metrics.configErrors.inc();
+      this.log.error({ error: (e as Error).message }, 'new kubernetes/xds settings cannot be applied; the current sources stay');
+      return;
+    }
+    void stopSources(this.sources);
+    this.sources = next;
+    startSources(next, c, this.log);
+    this.log.info({ kubernetes: c.kubernetes.enabled, xds: c.xds.enabled }, 'workload sources replaced');
   }
 
   /** One level-triggered pass; schedules the next (sooner, with backoff, after errors). */
@@ -222,16 +190,23 @@ export class Agent {
     clearTimeout(this.timer);
     let errors = 0;
     try {
-      const kube = this.kube;
+      const kube = this.sources.kube;
+      // Until every watch has listed, what the API server holds is unknown:
+      // its pods are left out and no netns is disabled for their absence.
+      const kubeSynced = !kube || kube.health().synced;
       const namespaces = new Map([...(kube?.namespaces() ?? []), ...localNamespaces(this.config)]);
       const procRoot = this.config.kubernetes.hostProc;
       const r = reconcileOnce(this.dp, {
-        workloads: joinMesh([...localWorkloads(this.config), ...(kube?.workloads() ?? [])], this.xds),
+        workloads: joinMesh([...localWorkloads(this.config), ...(kubeSynced ? kube?.workloads() ?? [] : [])], this.sources.xds),
         namespaces,
         // In a cluster the istio ConfigMap is the truth; the config's mesh is the fallback.
         meshFor: (w) => (w.source === 'kubernetes' ? kube?.meshFor(w) ?? this.config.mesh : this.config.mesh),
-      }, this.log, this.statuses, (w) => resolveCookie(w, procRoot));
-      this.statuses = new Map(r.statuses.map((s) => [s.uid, s]));
+        complete: kubeSynced,
+      }, this.log, kubeSynced ? this.statuses : new Map([...this.statuses].filter(([, s]) => s.source !== 'kubernetes')),
+      (w) => resolveCookie(w, procRoot));
+      // Pods not listed yet keep their last known status (they were neither removed nor changed).
+      const carried = kubeSynced ? [] : [...this.statuses.values()].filter((s) => s.source === 'kubernetes');
+      this.statuses = new Map([...r.statuses, ...carried].map((s) => [s.uid, s]));
       errors = r.errors;
       this.drainOldGenerations();
     } catch (e) {
@@ -270,7 +245,7 @@ export class Agent {
 
   stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; xds: XdsHealth | null; workloads: { namespace: string; name: string; counters: Counters | null }[] } {
     return {
-      xds: this.xds?.health() ?? null,
+      xds: this.sources.xds?.health() ?? null,
       node: this.dp.counters(),
       generation: this.dp.generation,
       attached: this.dp.linked,
@@ -287,8 +262,7 @@ export class Agent {
     this.stopped = true;
     clearTimeout(this.timer);
     this.watcher?.stop();
-    this.xds?.stop();
-    await this.kube?.stop();
+    await stopSources(this.sources);
     await this.api?.close();
     for (const d of this.draining) d.close();
     this.dp.close();

@@ -69,7 +69,9 @@ export const configSchema = z.object({
   mesh: z.unknown().optional(),
   namespaces: z.array(z.object({ name: z.string().min(1), annotations: stringMap.default({}), labels: stringMap.default({}) }).strict()).default([]),
   workloads: z.array(workloadSchema).default([]),
-}).strict();
+}).strict().refine((c) => !c.xds.enabled || c.kubernetes.enabled, {
+  path: ['xds', 'enabled'], message: 'the xds source needs kubernetes.enabled: istiod\'s records are joined with the pods of this node',
+});
 
 export type AgentConfig = z.infer<typeof configSchema>;
 export type WorkloadConfig = z.infer<typeof workloadSchema>;

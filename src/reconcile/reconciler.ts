@@ -42,6 +42,12 @@ export interface DesiredState {
   namespaces: Map<string, Namespace>;
   /** The MeshConfig that applies to a workload (per Istio revision). */
   meshFor: (w: Workload) => unknown;
+  /**
+   * False while a source has not listed yet (an agent restart, a replaced
+   * source): a netns enabled in the kernel that no workload asks for is then
+   * left as it is, not disabled, so a restart is hitless.
+   */
+  complete?: boolean;
 }
 
 export interface ReconcileResult { statuses: WorkloadStatus[]; errors: number }
@@ -68,7 +74,7 @@ export function reconcileOnce(
   cookieOf: (w: Workload) => bigint = resolveCookie,
 ): ReconcileResult {
   const statuses: WorkloadStatus[] = [];
-  const want = new Map<bigint, { ports: number[]; crossPod: boolean; owners: WorkloadStatus[] }>();
+  const want = new Map<bigint, { ports: number[]; known: (boolean | undefined)[]; owners: WorkloadStatus[] }>();
   const keepOff = new Set<bigint>();
   let errors = 0;
 
@@ -92,10 +98,8 @@ export function reconcileOnce(
     }
     st.netnsCookie = cookie.toString();
     if (!d.enabled) { keepOff.add(cookie); continue; }
-    // A netns some workload of which is not a known mesh workload does not pair across pods.
-    const known = w.meshKnown !== false;
-    const entry = want.get(cookie) ?? { ports: d.excludePorts, crossPod: known, owners: [] };
-    entry.crossPod &&= known;
+    const entry = want.get(cookie) ?? { ports: d.excludePorts, known: [], owners: [] };
+    entry.known.push(w.meshKnown);
     entry.owners.push(st);
     want.set(cookie, entry);
   }
@@ -110,9 +114,12 @@ export function reconcileOnce(
 
   const actual = target.enabledNetns();
   for (const [cookie, e] of want) {
+    // Cross-pod only when every workload of the netns is a known mesh
+    // workload; while that is not known yet, the kernel's flag stays (new: off).
+    const crossPod = e.known.includes(false) ? false : e.known.every((k) => k === true) ? true : actual.get(cookie)?.crossPod ?? false;
     try {
-      if (!samePolicy(actual.get(cookie), e)) target.enable(cookie, { excludePorts: e.ports, crossPod: e.crossPod });
-      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; o.crossPod = e.crossPod; }
+      if (!samePolicy(actual.get(cookie), { ports: e.ports, crossPod })) target.enable(cookie, { excludePorts: e.ports, crossPod });
+      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; o.crossPod = crossPod; }
     } catch (err) {
       errors++;
       for (const o of e.owners) { o.state = 'error'; o.error = `enabling: ${(err as Error).message}`; }
@@ -120,6 +127,7 @@ export function reconcileOnce(
   }
   for (const cookie of actual.keys()) {
     if (want.has(cookie)) continue;
+    if (desired.complete === false && !keepOff.has(cookie)) continue;
     try {
       target.disable(cookie);
     } catch (err) {

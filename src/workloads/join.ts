@@ -25,8 +25,11 @@ export function joinMesh(workloads: Workload[], xds: Pick<XdsSource, 'health' | 
         canonicalService: m.canonicalName || fromLabels.canonicalService, canonicalRevision: m.canonicalRevision || fromLabels.canonicalRevision,
       };
     }
-    // Before istiod's first answer nothing pairs across pods; once it is known
-    // not to answer, the API server's injected pods are the mesh workloads.
-    return { ...w, ...fromLabels, meshKnown: state !== 'connecting' };
+    // Before istiod's first answer membership is unknown (the reconciler keeps
+    // what the kernel has: a restart stays hitless; a new pod stays in-pod);
+    // once istiod is known not to answer, the API server's pods are the mesh.
+    const joined: Workload = { ...w, ...fromLabels };
+    if (state !== 'connecting') joined.meshKnown = true;
+    return joined;
   });
 }

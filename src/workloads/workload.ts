@@ -20,6 +20,7 @@ export interface Workload {
   /**
    * A mesh workload known on this node: a local workload, or a kubernetes pod
    * (istiod's record when the xds source serves). Only these pair across pods.
+   * Undefined: not known yet (istiod has not answered); the kernel's flag stays.
    */
   meshKnown?: boolean;
   /** istiod's tunnel protocol (NONE, HBONE, ...) when the xds source knows the pod. */

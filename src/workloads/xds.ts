@@ -117,8 +117,11 @@ export class XdsSource {
     this.client.on('end', (e) => {
       this.lastCode = e.code;
       if (e.code !== grpc.status.OK) this.lastError = `${grpc.status[e.code] ?? e.code}: ${e.details}`;
-      // A server without the ADS service, or one that refuses the type, says so at once.
-      if (e.failure && e.code === grpc.status.UNIMPLEMENTED) this.settle('not-served');
+      if (!e.failure) return;
+      // A server without the ADS service, or one that refuses the type, says so at once;
+      // once settled, later failures say which of the two it is now.
+      if (e.code === grpc.status.UNIMPLEMENTED) this.settle('not-served');
+      else if (this.state !== 'connecting') this.settle(XdsSource.noAnswerState(e.code));
     });
   }
 
@@ -127,8 +130,13 @@ export class XdsSource {
     this.client.start();
     this.quietTimer = setTimeout(() => {
       if (this.responses > 0) return;
-      this.settle(this.lastCode === grpc.status.UNAVAILABLE || this.lastCode === grpc.status.UNAUTHENTICATED ? 'unreachable' : 'not-served');
+      this.settle(XdsSource.noAnswerState(this.lastCode));
     }, this.opts.noAnswerMs ?? 30_000);
+  }
+
+  /** No stream came up (connection or credentials), or streams come up and get no answer. */
+  private static noAnswerState(code: number | undefined): 'not-served' | 'unreachable' {
+    return code === grpc.status.UNAVAILABLE || code === grpc.status.UNAUTHENTICATED ? 'unreachable' : 'not-served';
   }
 
   stop(): void {

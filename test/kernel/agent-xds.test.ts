@@ -83,12 +83,13 @@ describe('agent with the xds source', { skip: kernelSkip, timeout: Number(proces
     agent.waitForLine((l) => agent.lines.indexOf(l) >= mark && pred(l), what);
   const workloads = async (port: number) => ((await (await fetch(`http://127.0.0.1:${port}/v1/workloads`)).json()) as { workloads: Status[] }).workloads
     .sort((x, y) => x.name.localeCompare(y.name));
-  /** The netns flags as the pinned kernel map holds them (sidecar-accel status). */
-  const kernelCrossPod = (cookie: string | null) => {
+  /** Enabled netns -> cross-pod flag, as the pinned kernel map holds them (sidecar-accel status). */
+  const kernelPolicies = () => {
     const s = JSON.parse(execFileSync(process.execPath, [cli, 'status', '--json', '--config', topo.file('agent1.yaml')], { encoding: 'utf8' })) as
       { generations: { enabledNetns: { netnsCookie: string; crossPod: boolean }[] }[] };
-    return s.generations.flatMap((g) => g.enabledNetns).find((n) => n.netnsCookie === cookie)?.crossPod;
+    return new Map(s.generations.flatMap((g) => g.enabledNetns).map((n) => [n.netnsCookie, n.crossPod]));
   };
+  const kernelCrossPod = (cookie: string | null) => kernelPolicies().get(cookie ?? '');
 
   test('istiod decides HBONE, mesh membership (cross-pod) and the canonical labels', async () => {
     const streamReady = xds.stream(1);
@@ -142,7 +143,33 @@ describe('agent with the xds source', { skip: kernelSkip, timeout: Number(proces
     await agent.exited;
   });
 
-  test('a server that does not serve the type: said once, the agent serves the kubernetes source alone', async () => {
+  test('an agent restart is hitless: nothing is disabled or unflagged while the API server lists and istiod has not answered', async () => {
+    const before = kernelPolicies();
+    assert.equal(before.size, 3, 'test 1 left three pods enabled');
+    const silent = new FakeXdsServer(); // takes the stream, never answers
+    const address = await silent.start();
+    api.hold();
+    try {
+      const { port, agent } = await startAgent('agent-restart', address, 60);
+      // The first reconcile ran before the API listened: the kernel map is as it was.
+      assert.deepEqual(kernelPolicies(), before);
+      assert.equal((await (await fetch(`http://127.0.0.1:${port}/readyz`)).json() as { reason: string }).reason, 'kubernetes source not synced: listing');
+      api.release();
+      await agent.waitForLine((l) => l.includes('kubernetes source synced'), 'kubernetes synced');
+      await agent.waitForLine((l) => l.includes('"workload":"shop/app-c"'), 'app-c reconciled');
+      assert.deepEqual(kernelPolicies(), before, 'istiod has not answered: the cross-pod flags stay as they were');
+      assert.deepEqual((await workloads(port)).map((w) => [w.name, w.enabled, w.crossPod]), [['app-a', true, false], ['app-b', true, true], ['app-c', true, false]]);
+      assert.equal(agent.lines.filter((l) => /"state":"(disabled|removed)"/.test(l)).length, 0);
+      agents.splice(agents.indexOf(agent), 1);
+      agent.child.kill('SIGKILL');
+      await agent.exited;
+    } finally {
+      api.release();
+      silent.stop();
+    }
+  });
+
+  test('a server that does not serve the type: said once, the kubernetes source alone; a config pointing at one that serves applies live', async () => {
     const silent = new FakeXdsServer({ withAds: false });
     const address = await silent.start();
     try {
@@ -157,6 +184,25 @@ describe('agent with the xds source', { skip: kernelSkip, timeout: Number(proces
       const stats = (await (await fetch(`http://127.0.0.1:${port}/v1/stats`)).json()) as { xds: { state: string } };
       assert.equal(stats.xds.state, 'not-served');
       assert.equal(agent.lines.filter((l) => l.includes('serves no workload API')).length, 1, 'said once');
+
+      // The config now points at an istiod that serves: the sources are replaced live.
+      const istiod = new FakeXdsServer();
+      const served = await istiod.start();
+      try {
+        const mark = agent.lines.length;
+        fs.writeFileSync(topo.file('agent2.yaml'), fs.readFileSync(topo.file('agent2.yaml'), 'utf8').replace(address, served));
+        await logged(agent, mark, (l) => l.includes('workload sources replaced'), 'sources replaced');
+        const s = await istiod.stream(1);
+        await s.request(0);
+        s.send({ resources: ['a', 'b', 'c'].map((w) => workloadResource({ uid: xdsUid(w), node: 'node-1', tunnel_protocol: w === 'b' ? 'HBONE' : 'NONE' })) });
+        await s.request(1);
+        await logged(agent, mark, (l) => l.includes('"workload":"shop/app-b"') && l.includes('"rule":"xds-hbone"'), 'app-b off by the new istiod');
+        assert.deepEqual((await workloads(port)).map((w) => [w.name, w.enabled]), [['app-a', true], ['app-b', false], ['app-c', true]]);
+        assert.equal(agent.lines.slice(mark).filter((l) => /"workload":"shop\/app-[ac]".*"state":"(disabled|removed)"/.test(l)).length, 0,
+          'the other pods stayed enabled while the new kubernetes source listed');
+      } finally {
+        istiod.stop();
+      }
     } finally {
       silent.stop();
     }

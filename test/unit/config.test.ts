@@ -34,6 +34,16 @@ workloads:
   assert.equal(r.config.workloads[1]!.pid, 1234);
 });
 
+test('the xds section: defaults for a cluster, and the documented example parses', () => {
+  const d = parseConfig('');
+  assert.ok(d.ok);
+  assert.deepEqual(d.config.xds, { enabled: false, address: 'istiod.istio-system.svc:15012', plaintext: false, caFile: '/var/run/secrets/istio/root-cert.pem',
+    tokenFile: '/var/run/secrets/tokens/istio-token', clusterId: 'Kubernetes', noAnswerSeconds: 30 });
+  const r = parseConfig('kubernetes: {enabled: true}\nxds: {enabled: true, address: "istiod.istio-system.svc:15012", serverName: istiod.istio-system.svc, clusterId: c1, noAnswerSeconds: 5}');
+  assert.ok(r.ok, r.ok ? '' : r.error);
+  assert.equal(r.config.xds.clusterId, 'c1');
+});
+
 const bad: [string, string, RegExp][] = [
   ['not YAML', 'a: [1, 2', /not valid YAML/],
   ['unknown top-level key', 'apis: {}', /\(top level\): Unrecognized key.*apis/],
@@ -48,6 +58,10 @@ const bad: [string, string, RegExp][] = [
   ['annotation that is not a string', 'workloads: [{name: a, namespace: n, pid: 3, annotations: {x: 1}}]', /workloads\.0\.annotations\.x/],
   ['duplicate workload', 'workloads: [{name: a, namespace: n, pid: 3}, {name: a, namespace: n, pid: 4}]', /n\/a is listed twice/],
   ['a list at the top', '- a', /\(top level\)/],
+  ['xds without the kubernetes source', 'xds: {enabled: true}', /xds\.enabled: the xds source needs kubernetes\.enabled/],
+  ['xds address without a port', 'kubernetes: {enabled: true}\nxds: {enabled: true, address: istiod.istio-system.svc}', /xds\.address: expected host:port/],
+  ['xds relative CA file', 'xds: {caFile: root-cert.pem}', /xds\.caFile/],
+  ['xds quiet period of zero', 'xds: {noAnswerSeconds: 0}', /xds\.noAnswerSeconds/],
 ];
 for (const [name, text, re] of bad) {
   test(`rejected with a precise error: ${name}`, () => {

@@ -63,7 +63,21 @@ export class FakeApiServer extends EventEmitter<{ activity: [] }> {
     return !m || o.spec?.nodeName === m[1];
   }
 
+  private held?: (() => void)[];
+
+  /** Requests wait unanswered (a slow or starting API server) until release(). */
+  hold(): void {
+    this.held ??= [];
+  }
+
+  release(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const h of held) h();
+  }
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.held) { this.held.push(() => this.handle(req, res)); return; }
     const u = new URL(req.url ?? '/', 'http://x');
     this.requests.push({ path: u.pathname, query: u.searchParams });
     queueMicrotask(() => this.emit('activity'));

@@ -29,9 +29,9 @@ test('no xds source: every pod is a known mesh workload; canonical names from th
   assert.deepEqual([a!.meshKnown, a!.canonicalService, a!.canonicalRevision, a!.tunnel], [true, 'reviews', 'v1', undefined]);
 });
 
-test('xds connecting: no kubernetes pod pairs across pods yet; local workloads do', () => {
+test('xds connecting: membership of kubernetes pods unknown; local workloads known', () => {
   const out = joinMesh([pod('a'), local], xds('connecting', [mesh('a')]));
-  assert.deepEqual(out.map((w) => w.meshKnown), [false, true]);
+  assert.deepEqual(out.map((w) => w.meshKnown), [undefined, true]);
 });
 
 test('xds not served or unreachable: the API server\'s pods are the mesh workloads', () => {
@@ -73,3 +73,35 @@ test('the reconciler: HBONE off, cross-pod per netns, a shared netns with an unk
   reconcileOnce(target, { workloads: again, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
   assert.deepEqual(writes, [[3n, { excludePorts: [], crossPod: true }]]);
 });
+
+function fakeKernel(initial: [bigint, NetnsPolicy][] = []) {
+  const writes: [bigint, { excludePorts: number[]; crossPod: boolean }][] = [];
+  const disabled: bigint[] = [];
+  const map = new Map<bigint, NetnsPolicy>(initial);
+  const target: KernelTarget = {
+    enable: (c, o) => { writes.push([c, o]); map.set(c, { enabled: true, ...o }); },
+    disable: (c) => { disabled.push(c); return map.delete(c); },
+    enabledNetns: () => new Map(map),
+  };
+  return { target, writes, disabled, map };
+}
+
+test('membership not known yet (agent restart, istiod not answered): the kernel\'s cross-pod flag stays; a new netns starts in-pod', () => {
+  const k = fakeKernel([[1n, { enabled: true, excludePorts: [], crossPod: true }], [2n, { enabled: true, excludePorts: [], crossPod: false }]]);
+  const cookies: Record<string, bigint> = { a: 1n, b: 2n, c: 3n };
+  const workloads = joinMesh([pod('a'), pod('b'), pod('c')], xds('connecting', []));
+  const r = reconcileOnce(k.target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
+  assert.deepEqual(r.statuses.map((s) => [s.name, s.crossPod]), [['a', true], ['b', false], ['c', false]]);
+  assert.deepEqual(k.writes, [[3n, { excludePorts: [], crossPod: false }]], 'only the new netns is written');
+});
+
+test('an incomplete desired state (a source still listing) disables nothing it does not list', () => {
+  const k = fakeKernel([[1n, { enabled: true, excludePorts: [], crossPod: true }], [2n, { enabled: true, excludePorts: [], crossPod: true }]]);
+  const off: Workload = { ...local, annotations: { ...SIDECAR, 'sidecar-accel.io/enabled': 'false' } };
+  reconcileOnce(k.target, { workloads: [off], namespaces: new Map(), meshFor: () => undefined, complete: false }, pino({ level: 'silent' }), new Map(), () => 2n);
+  assert.deepEqual(k.disabled, [2n], 'a netns a listed workload turns off is disabled; the unlisted one stays');
+  assert.deepEqual([...k.map.keys()], [1n]);
+  reconcileOnce(k.target, { workloads: [], namespaces: new Map(), meshFor: () => undefined, complete: true }, pino({ level: 'silent' }), new Map(), () => 2n);
+  assert.deepEqual(k.disabled, [2n, 1n], 'once complete, what nothing asks for is disabled');
+});
+

@@ -1,0 +1,76 @@
+// The workload sources a config asks for, beyond its local workloads: the
+// kubernetes source (pods of this node, namespaces, Istio's mesh ConfigMaps)
+// and the xds source (istiod's workload API). Built together so that a
+// changed config can replace them as a whole, or keep the old ones when the
+// new ones cannot be built.
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { AgentConfig } from '../config/schema.js';
+import { KubernetesSource } from '../workloads/kubernetes.js';
+import { XdsSource } from '../workloads/xds.js';
+import { StartupError } from './checks.js';
+
+export interface Sources { kube?: KubernetesSource; xds?: XdsSource }
+
+/** Builds (does not start) the sources of `c`; a StartupError says what is missing. */
+export function buildSources(c: AgentConfig, log: Logger, onChange: () => void): Sources {
+  const kc = c.kubernetes;
+  if (!kc.enabled) return {};
+  const nodeName = kc.nodeName ?? process.env.NODE_NAME;
+  if (!nodeName) throw new StartupError('kubernetes.enabled needs kubernetes.nodeName or the NODE_NAME environment variable');
+  const kubeConfig = new k8s.KubeConfig();
+  try {
+    if (kc.kubeconfig) kubeConfig.loadFromFile(kc.kubeconfig); else kubeConfig.loadFromCluster();
+  } catch (e) {
+    throw new StartupError(`kubernetes: cannot load ${kc.kubeconfig ?? 'the in-cluster config'}: ${(e as Error).message}`);
+  }
+  const kube = new KubernetesSource({
+    kubeConfig, nodeName, istioNamespace: kc.istioNamespace, log: log.child({ source: 'kubernetes' }), onChange,
+  });
+  const xc = c.xds;
+  if (!xc.enabled) return { kube };
+  let xds: XdsSource;
+  try {
+    xds = new XdsSource({
+      connection: {
+        address: xc.address, plaintext: xc.plaintext, caFile: xc.caFile,
+        ...(xc.plaintext ? {} : { tokenFile: xc.tokenFile }), ...(xc.serverName ? { serverName: xc.serverName } : {}),
+      },
+      // The node identity in Istio's form; the DaemonSet sets these from the downward API.
+      identity: {
+        nodeName, clusterId: xc.clusterId,
+        podName: process.env.POD_NAME ?? `sidecar-accel-${nodeName}`, podNamespace: process.env.POD_NAMESPACE ?? 'sidecar-accel',
+        podIp: process.env.INSTANCE_IP ?? process.env.POD_IP ?? '127.0.0.1',
+      },
+      log: log.child({ source: 'xds' }), onChange, noAnswerMs: xc.noAnswerSeconds * 1000,
+    });
+  } catch (e) {
+    throw new StartupError(`xds: ${(e as Error).message}`);
+  }
+  return { kube, xds };
+}
+
+/**
+ * Starts them. The xds source never holds readiness back: in a sidecar-only
+ * mesh istiod serves no workload API and the kubernetes source is enough.
+ */
+export function startSources(s: Sources, c: AgentConfig, log: Logger): void {
+  if (s.kube) {
+    s.kube.start();
+    log.info({ nodeName: c.kubernetes.nodeName ?? process.env.NODE_NAME }, 'watching pods of this node');
+  }
+  if (s.xds) {
+    s.xds.start();
+    log.info({ address: c.xds.address, plaintext: c.xds.plaintext }, 'subscribing to istiod\'s workload API');
+  }
+}
+
+export async function stopSources(s: Sources): Promise<void> {
+  s.xds?.stop();
+  await s.kube?.stop();
+}
+
+/** True when `b` asks for other sources than `a` (they are then rebuilt). */
+export function sourcesChanged(a: AgentConfig, b: AgentConfig): boolean {
+  return JSON.stringify([a.kubernetes, a.xds]) !== JSON.stringify([b.kubernetes, b.xds]);
+}
