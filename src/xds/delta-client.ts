@@ -25,6 +25,7 @@ export type DeltaHandler = (update: DeltaUpdate) => Rejection[];
 
 export interface Backoff { initialMs: number; maxMs: number }
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000 };
+const MAX_NACK_CHARS = 4096;
 
 export interface DeltaClientOptions {
   target: string;
@@ -198,9 +199,11 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
       call.write({ type_url: this.opts.typeUrl, response_nonce: r.nonce }, () => this.emit('ack', { nonce: r.nonce }));
       return;
     }
-    const message = rejected.map((x) => `${x.name}: ${x.error}`).join('; ');
+    // Bounded: a response of thousands of bad resources must not make a huge request.
+    const all = rejected.map((x) => `${x.name}: ${x.error}`).join('; ');
+    const message = all.length > MAX_NACK_CHARS ? `${all.slice(0, MAX_NACK_CHARS)}... (${rejected.length} resources rejected)` : all;
     // 3 = INVALID_ARGUMENT, as Envoy reports a rejected config.
-    this.opts.log.warn({ typeUrl: this.opts.typeUrl, nonce: r.nonce, rejected: rejected.length, error: message.slice(0, 2000) }, 'xDS resources rejected (NACK); their last good versions stay');
+    this.opts.log.warn({ typeUrl: this.opts.typeUrl, nonce: r.nonce, rejected: rejected.length, error: message }, 'xDS resources rejected (NACK); their last good versions stay');
     call.write({ type_url: this.opts.typeUrl, response_nonce: r.nonce, error_detail: { code: grpc.status.INVALID_ARGUMENT, message } },
       () => this.emit('nack', { nonce: r.nonce, message, rejected }));
   }

@@ -123,6 +123,11 @@ describe('xds source', () => {
     assert.equal(source.meshWorkloadOf(pod('bad-ip')), undefined);
     assert.deepEqual(source.client.versions(), { [uid('a')]: '1', [uid('b')]: '1' });
     assert.equal(source.health().nacks, 1);
+    // Thousands of bad resources: the NACK names them within a bounded message.
+    s.send({ resources: Array.from({ length: 2000 }, (_, i) => ({ name: uid(`bad-${'x'.repeat(40)}-${i}`), version: '1', resource: { type_url: 'wrong', value: Buffer.alloc(0) }, aliases: [] })) });
+    const big = await s.request(3);
+    assert.ok((big.error_detail?.message.length ?? 0) <= 4096 + 40, `NACK message of ${big.error_detail?.message.length} chars`);
+    assert.match(big.error_detail?.message ?? '', /\(2000 resources rejected\)$/);
   });
 
   test('removed_resources are dropped', async () => {
