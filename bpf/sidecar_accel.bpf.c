@@ -310,20 +310,19 @@ static __always_inline void unpublish(struct bpf_sock_ops *skops)
 /*
  * Two ends in different pods may pair: cross-pod pairing is on for the node
  * and both network namespaces are mesh workloads the agent knows on this node
- * (ACCEL_NETNS_CROSS_POD). An absent entry is a disabled netns: never.
+ * (ACCEL_NETNS_CROSS_POD). The callers have the two policies at hand; an
+ * absent one (NULL) is a disabled netns: never.
  */
-static __always_inline bool cross_pod_allowed(__u64 a, __u64 b)
+static __always_inline bool cross_pod_allowed(const struct accel_netns_policy *pa,
+					      const struct accel_netns_policy *pb)
 {
-	struct accel_netns_policy *pa, *pb;
 	struct accel_config *cfg;
 	__u32 zero = 0;
 
-	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
-	if (!cfg || !(cfg->flags & ACCEL_CFG_CROSS_POD))
+	if (!pa || !pb || !(pa->flags & ACCEL_NETNS_CROSS_POD) || !(pb->flags & ACCEL_NETNS_CROSS_POD))
 		return false;
-	pa = bpf_map_lookup_elem(&netns_policy, &a);
-	pb = bpf_map_lookup_elem(&netns_policy, &b);
-	return pa && pb && (pa->flags & ACCEL_NETNS_CROSS_POD) && (pb->flags & ACCEL_NETNS_CROSS_POD);
+	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+	return cfg && (cfg->flags & ACCEL_CFG_CROSS_POD);
 }
 
 /*
@@ -358,7 +357,8 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 	 */
 	info = bpf_map_lookup_elem(&peer_info, &peer_key);
 	if (info && (info->netns_cookie == st->netns_cookie ||
-		     cross_pod_allowed(st->netns_cookie, info->netns_cookie)))
+		     cross_pod_allowed(bpf_map_lookup_elem(&netns_policy, &st->netns_cookie),
+				       bpf_map_lookup_elem(&netns_policy, &info->netns_cookie))))
 		return;
 	/*
 	 * I2: leaving the sockhash drops the psock and its receive queue. Nothing
@@ -404,7 +404,8 @@ int accel_sockops(struct bpf_sock_ops *skops)
  * The peer may take this message: enabled, no ULP, room in its queue (I3, I4).
  * Returns ACCEL_CNT_MAX to allow, else the fallback counter that refused.
  */
-static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key, __u64 netns, __u32 size)
+static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key, __u64 netns,
+					  const struct accel_netns_policy *own, __u32 size)
 {
 	struct accel_netns_policy *policy;
 	struct accel_peer_info *info;
@@ -416,10 +417,10 @@ static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key,
 	info = bpf_map_lookup_elem(&peer_info, peer_key);
 	if (!info || !info->psock)
 		return ACCEL_CNT_FALLBACK_NO_PEER;
-	/* DESIGN.md 4.5: the two ends in different pods pair only when opted in. */
-	if (info->netns_cookie != netns && !cross_pod_allowed(netns, info->netns_cookie))
-		return ACCEL_CNT_FALLBACK_CROSS_POD;
 	policy = bpf_map_lookup_elem(&netns_policy, &info->netns_cookie);
+	/* DESIGN.md 4.5: the two ends in different pods pair only when opted in. */
+	if (info->netns_cookie != netns && !cross_pod_allowed(own, policy))
+		return ACCEL_CNT_FALLBACK_CROSS_POD;
 	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED))
 		return ACCEL_CNT_FALLBACK_DISABLED;
 	psock = (struct sk_psock *)info->psock;
@@ -486,7 +487,7 @@ int accel_msg(struct sk_msg_md *msg)
 
 	peer_key = st->key;
 	peer_key.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
-	refusal = peer_refusal(&peer_key, netns, msg->size);
+	refusal = peer_refusal(&peer_key, netns, policy, msg->size);
 	if ((refusal == ACCEL_CNT_FALLBACK_NO_PEER || refusal == ACCEL_CNT_FALLBACK_CROSS_POD) &&
 	    !(st->flags & SOCK_PAIRED))
 		count(netns, ACCEL_CNT_PAIRING_MISSES, 1);
