@@ -7,7 +7,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config/schema.js';
 import { KubernetesSource } from '../workloads/kubernetes.js';
-import { XdsSource } from '../workloads/xds.js';
+import { XdsSource, identityFromEnv } from '../workloads/xds.js';
 import { StartupError } from './checks.js';
 
 export interface Sources { kube?: KubernetesSource; xds?: XdsSource }
@@ -36,12 +36,7 @@ export function buildSources(c: AgentConfig, log: Logger, onChange: () => void):
         address: xc.address, plaintext: xc.plaintext, caFile: xc.caFile,
         ...(xc.plaintext ? {} : { tokenFile: xc.tokenFile }), ...(xc.serverName ? { serverName: xc.serverName } : {}),
       },
-      // The node identity in Istio's form; the DaemonSet sets these from the downward API.
-      identity: {
-        nodeName, clusterId: xc.clusterId,
-        podName: process.env.POD_NAME ?? `sidecar-accel-${nodeName}`, podNamespace: process.env.POD_NAMESPACE ?? 'sidecar-accel',
-        podIp: process.env.INSTANCE_IP ?? process.env.POD_IP ?? '127.0.0.1',
-      },
+      identity: identityFromEnv(nodeName, xc.clusterId, `sidecar-accel-${nodeName}`),
       log: log.child({ source: 'xds' }), onChange, noAnswerMs: xc.noAnswerSeconds * 1000,
     });
   } catch (e) {

@@ -10,6 +10,7 @@ import { datapathStatus, statusText, uninstallAll } from './status.js';
 import { Agent } from '../agent/agent.js';
 import { StartupError, resolveCgroup } from '../agent/checks.js';
 import { loadConfigFile } from '../config/load.js';
+import { XDS_ADDRESS_PATTERN, XDS_DEFAULTS } from '../config/schema.js';
 import { DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
 import { runXdsDump } from './xds-dump.js';
 
@@ -123,15 +124,14 @@ async function main(argv: string[]): Promise<number> {
     case 'xds-dump': {
       const v = args(rest, {
         server: { type: 'string' }, plaintext: { type: 'boolean', default: false }, json: { type: 'boolean', default: false },
-        ca: { type: 'string', default: '/var/run/secrets/istio/root-cert.pem' }, token: { type: 'string' }, 'server-name': { type: 'string' },
-        node: { type: 'string' }, 'cluster-id': { type: 'string', default: 'Kubernetes' }, count: { type: 'string' },
+        ca: { type: 'string', default: XDS_DEFAULTS.caFile }, token: { type: 'string' }, 'server-name': { type: 'string' },
+        node: { type: 'string' }, 'cluster-id': { type: 'string', default: XDS_DEFAULTS.clusterId }, count: { type: 'string' },
       });
-      if (!v.server || !/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(v.server)) throw new UsageError('xds-dump needs --server HOST:PORT, e.g. istiod.istio-system.svc:15012');
+      if (!v.server || !XDS_ADDRESS_PATTERN.test(v.server)) throw new UsageError('xds-dump needs --server HOST:PORT, e.g. istiod.istio-system.svc:15012');
       const count = v.count === undefined ? undefined : Number(v.count);
       if (count !== undefined && (!Number.isInteger(count) || count < 1)) throw new UsageError('xds-dump: --count takes a whole number >= 1');
       if (v.plaintext && v.token) throw new UsageError('xds-dump: --token is never sent in plaintext; drop one of them');
-      const defaultToken = '/var/run/secrets/tokens/istio-token';
-      const token = v.token ?? (fs.existsSync(defaultToken) ? defaultToken : undefined);
+      const token = v.token ?? (fs.existsSync(XDS_DEFAULTS.tokenFile) ? XDS_DEFAULTS.tokenFile : undefined);
       if (!v.plaintext && !fs.existsSync(v.ca!)) throw new StartupError(`xds-dump: CA file ${v.ca} not found (--ca FILE, or --plaintext for a local test server)`);
       const ac = new AbortController();
       process.once('SIGINT', () => ac.abort());

@@ -6,7 +6,7 @@ import type { Writable } from 'node:stream';
 import pino from 'pino';
 import { DeltaClient } from '../xds/delta-client.js';
 import { ADDRESS_TYPE_URL, decodeAddresses, type AddressResource } from '../xds/workload-api.js';
-import { istioNode, xdsChannel, type XdsConnection } from '../workloads/xds.js';
+import { identityFromEnv, istioNode, xdsChannel, type XdsConnection } from '../workloads/xds.js';
 
 export interface XdsDumpOptions {
   connection: XdsConnection;
@@ -55,10 +55,7 @@ export async function runXdsDump(o: XdsDumpOptions, signal: AbortSignal): Promis
   const finished = new Promise<void>((resolve) => { done = resolve; });
   const client = new DeltaClient({
     target: o.connection.address, channel: ch.channel, metadata: ch.metadata,
-    node: istioNode({
-      nodeName: o.nodeName, clusterId: o.clusterId, podName: process.env.POD_NAME ?? `xds-dump-${os.hostname()}`,
-      podNamespace: process.env.POD_NAMESPACE ?? 'sidecar-accel', podIp: process.env.INSTANCE_IP ?? '127.0.0.1',
-    }, 'xds-dump'),
+    node: istioNode(identityFromEnv(o.nodeName, o.clusterId, `xds-dump-${os.hostname()}`), 'xds-dump'),
     typeUrl: ADDRESS_TYPE_URL,
     // Logs go to stderr; stdout carries only what istiod sent.
     log: pino({ level: 'warn' }, pino.destination(2)),

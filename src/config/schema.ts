@@ -7,6 +7,20 @@ const stringMap = z.record(z.string(), z.string());
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:15081')
   .refine((s) => { const p = Number(s.slice(s.lastIndexOf(':') + 1)); return p >= 1 && p <= 65535; }, 'port must be 1-65535');
 
+/** istiod's address: a name or an address, and a port (the xds source and xds-dump). */
+export const XDS_ADDRESS_PATTERN = /^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/;
+
+/** The xds section's defaults: istiod in a cluster, with the mounts of deploy/. */
+export const XDS_DEFAULTS = {
+  enabled: false,
+  address: 'istiod.istio-system.svc:15012',
+  plaintext: false,
+  caFile: '/var/run/secrets/istio/root-cert.pem',
+  tokenFile: '/var/run/secrets/tokens/istio-token',
+  clusterId: 'Kubernetes',
+  noAnswerSeconds: 30,
+};
+
 export const workloadSchema = z.object({
   name: z.string().min(1),
   namespace: z.string().min(1),
@@ -47,24 +61,21 @@ export const configSchema = z.object({
    * Needs the kubernetes source (its records are joined with the pods by uid).
    */
   xds: z.object({
-    enabled: z.boolean().default(false),
-    address: z.string().regex(/^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$/, 'expected host:port, e.g. istiod.istio-system.svc:15012').default('istiod.istio-system.svc:15012'),
+    enabled: z.boolean().default(XDS_DEFAULTS.enabled),
+    address: z.string().regex(XDS_ADDRESS_PATTERN, 'expected host:port, e.g. istiod.istio-system.svc:15012').default(XDS_DEFAULTS.address),
     /** No TLS and no token: only for a local test server. */
-    plaintext: z.boolean().default(false),
+    plaintext: z.boolean().default(XDS_DEFAULTS.plaintext),
     /** istiod's CA (ConfigMap istio-ca-root-cert, key root-cert.pem). */
-    caFile: z.string().startsWith('/').default('/var/run/secrets/istio/root-cert.pem'),
+    caFile: z.string().startsWith('/').default(XDS_DEFAULTS.caFile),
     /** Projected service-account token with audience istio-ca. */
-    tokenFile: z.string().startsWith('/').default('/var/run/secrets/tokens/istio-token'),
+    tokenFile: z.string().startsWith('/').default(XDS_DEFAULTS.tokenFile),
     /** Name istiod's certificate is checked against; default the address' host. */
     serverName: z.string().min(1).optional(),
     /** istiod's cluster id (its CLUSTER_ID; pod workload uids start with it). */
-    clusterId: z.string().min(1).default('Kubernetes'),
+    clusterId: z.string().min(1).default(XDS_DEFAULTS.clusterId),
     /** With no answer this long, istiod is taken not to serve the workload API. */
-    noAnswerSeconds: z.number().positive().max(3600).default(30),
-  }).strict().default({
-    enabled: false, address: 'istiod.istio-system.svc:15012', plaintext: false, caFile: '/var/run/secrets/istio/root-cert.pem',
-    tokenFile: '/var/run/secrets/tokens/istio-token', clusterId: 'Kubernetes', noAnswerSeconds: 30,
-  }),
+    noAnswerSeconds: z.number().positive().max(3600).default(XDS_DEFAULTS.noAnswerSeconds),
+  }).strict().default({ ...XDS_DEFAULTS }),
   /** Istio MeshConfig; only defaultConfig.proxyMetadata.SIDECAR_ACCEL is read. */
   mesh: z.unknown().optional(),
   namespaces: z.array(z.object({ name: z.string().min(1), annotations: stringMap.default({}), labels: stringMap.default({}) }).strict()).default([]),

@@ -36,6 +36,18 @@ export interface XdsConnection {
   serverName?: string;
 }
 
+/**
+ * This process' identity from the downward API environment the DaemonSet
+ * sets (POD_NAME, POD_NAMESPACE, INSTANCE_IP), with `podName` for a process
+ * run outside it.
+ */
+export function identityFromEnv(nodeName: string, clusterId: string, podName: string): XdsIdentity {
+  return {
+    nodeName, clusterId, podName: process.env.POD_NAME ?? podName, podNamespace: process.env.POD_NAMESPACE ?? 'sidecar-accel',
+    podIp: process.env.INSTANCE_IP ?? process.env.POD_IP ?? '127.0.0.1',
+  };
+}
+
 /** The node identity in Istio's form for a node-level client (ztunnel's). */
 export function istioNode(id: XdsIdentity, agentVersion: string): Node {
   return {
