@@ -194,6 +194,10 @@ export class Agent {
       // Until every watch has listed, what the API server holds is unknown:
       // its pods are left out and no netns is disabled for their absence.
       const kubeSynced = !kube || kube.health().synced;
+      // Pods not listed yet keep their last known status (they were neither removed nor changed).
+      const previous = new Map(this.statuses);
+      const carried: WorkloadStatus[] = [];
+      if (!kubeSynced) for (const [uid, s] of this.statuses) if (s.source === 'kubernetes') { carried.push(s); previous.delete(uid); }
       const namespaces = new Map([...(kube?.namespaces() ?? []), ...localNamespaces(this.config)]);
       const procRoot = this.config.kubernetes.hostProc;
       const r = reconcileOnce(this.dp, {
@@ -202,10 +206,7 @@ export class Agent {
         // In a cluster the istio ConfigMap is the truth; the config's mesh is the fallback.
         meshFor: (w) => (w.source === 'kubernetes' ? kube?.meshFor(w) ?? this.config.mesh : this.config.mesh),
         complete: kubeSynced,
-      }, this.log, kubeSynced ? this.statuses : new Map([...this.statuses].filter(([, s]) => s.source !== 'kubernetes')),
-      (w) => resolveCookie(w, procRoot));
-      // Pods not listed yet keep their last known status (they were neither removed nor changed).
-      const carried = kubeSynced ? [] : [...this.statuses.values()].filter((s) => s.source === 'kubernetes');
+      }, this.log, previous, (w) => resolveCookie(w, procRoot));
       this.statuses = new Map([...r.statuses, ...carried].map((s) => [s.uid, s]));
       errors = r.errors;
       this.drainOldGenerations();

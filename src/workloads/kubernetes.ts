@@ -9,6 +9,7 @@ import * as k8s from '@kubernetes/client-node';
 import YAML from 'yaml';
 import type { Logger } from 'pino';
 import type { Namespace, Workload } from './workload.js';
+import { coalesced } from '../util/coalesce.js';
 
 export const ISTIO_REVISION_LABEL = 'istio.io/rev';
 
@@ -47,7 +48,7 @@ export class KubernetesSource {
   private readonly cms: Watched<k8s.V1ConfigMap>;
   private errors = 0;
   private stopped = true;
-  private changeQueued = false;
+  private readonly notify = coalesced(() => { if (!this.stopped) this.opts.onChange(); });
   private saidSynced = false;
   private readonly minMs: number;
   private readonly maxMs: number;
@@ -83,9 +84,7 @@ export class KubernetesSource {
       this.saidSynced = true;
       this.opts.log.info({ watches: this.watched.map((w) => w.name) }, 'kubernetes source synced');
     }
-    if (this.changeQueued) return;
-    this.changeQueued = true;
-    queueMicrotask(() => { this.changeQueued = false; if (!this.stopped) this.opts.onChange(); });
+    this.notify();
   }
 
   private failed(w: Watched<k8s.KubernetesObject>, err: unknown): void {

@@ -13,6 +13,7 @@ import { DeltaClient, type Backoff, type DeltaUpdate, type Rejection } from '../
 import { ADDRESS_TYPE_URL, decodeAddresses, podWorkloadUid, type MeshWorkload } from '../xds/workload-api.js';
 import { stringStruct, type Node } from '../xds/protos.js';
 import type { Workload } from './workload.js';
+import { coalesced } from '../util/coalesce.js';
 
 export interface XdsIdentity {
   /** This node (Workload.node is compared with it). */
@@ -114,7 +115,8 @@ export class XdsSource {
   private lastError?: string;
   private lastCode?: number;
   private quietTimer?: NodeJS.Timeout;
-  private changeQueued = false;
+  /** Coalesced: one reconcile for a response of many resources. */
+  private readonly changed = coalesced(() => { if (!this.stopped) this.opts.onChange(); });
   private stopped = true;
 
   constructor(private readonly opts: XdsSourceOptions) {
@@ -184,12 +186,6 @@ export class XdsSource {
     for (const name of u.removed) this.onNode.delete(name);
     this.changed();
     return rejected;
-  }
-
-  private changed(): void {
-    if (this.changeQueued) return;
-    this.changeQueued = true;
-    queueMicrotask(() => { this.changeQueued = false; if (!this.stopped) this.opts.onChange(); });
   }
 
   /** True when istiod answers: its view is then the truth for what it covers. */
