@@ -30,8 +30,10 @@ try {
     const spec = SCENARIO_SPECS[name];
     if (spec.agent) await control.on(spec.agent.crossPod); else await control.off();
     const data = pods.topo.file(`perf-${name}.data`);
+    const ex = exchangeOf(spec, pods);
+    await ex.prepare(point);
     const perf = run('perf', ['record', '-a', '-g', '-q', '-o', data, '--', 'sleep', String(seconds)]);
-    const m = await exchangeOf(spec, pods).run(point, seconds);
+    const m = await ex.run(point, seconds);
     await perf;
     const rate = m.requests === null ? `${m.gbps?.toFixed(2)} Gbit/s` : `${Math.round(m.requests / m.seconds)} req/s`;
     const report = await run('perf', ['report', '-i', data, '--stdio', '--no-children', '--sort', 'sym', '--percent-limit', '0.01', '-g', 'none']);

@@ -59,6 +59,23 @@ struct accel_netns_policy {
 struct accel_config {
 	__u32 flags;             /* ACCEL_CFG_* */
 	__u32 keepalive_idle_s;  /* 0: leave keepalive alone; see bpf/sidecar_accel.bpf.c */
+	__u32 proxy_uid;         /* the sidecar's uid (Istio: 1337); its sockets are event-driven */
+	__u32 pad0;
+};
+
+/*
+ * What the sockets accepted on one listener (netns, port) were seen doing,
+ * learned from their first sends: a server accepts all its connections one
+ * way. Bits of a u32 value keyed by struct accel_listener_key.
+ */
+#define ACCEL_LISTENER_NONBLOCKING 1u  /* an accepted socket was seen with O_NONBLOCK */
+#define ACCEL_LISTENER_BLOCKING 2u     /* one was seen without: the listener's sockets are never paired */
+
+struct accel_listener_key {
+	__u64 netns_cookie;
+	__u16 port;          /* host order */
+	__u16 pad0;
+	__u32 pad1;
 };
 
 /* Counter indexes, of the per-CPU global array and of each per-netns entry. */
@@ -80,6 +97,9 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken: never registered */
 	ACCEL_CNT_FALLBACK_CROSS_POD,    /* the other end is in another pod, cross-pod off */
 	ACCEL_CNT_SOCKETS_RELEASED,      /* registered, sent over TCP, cannot pair: back to plain TCP */
+	ACCEL_CNT_FALLBACK_BLOCKING,     /* the application reads it blocking: never registered */
+	ACCEL_CNT_FALLBACK_UNKNOWN_READER, /* accepted on a listener not (yet) seen event-driven */
+	ACCEL_CNT_FALLBACK_TURNED_BLOCKING, /* registered, then made blocking: withdrawn to plain TCP */
 	ACCEL_CNT_MAX
 };
 

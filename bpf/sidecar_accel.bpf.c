@@ -17,8 +17,14 @@
  *  I3 a redirect never grows the receiver's redirect queue past its rcvbuf;
  *  I4 sockets of disabled or unknown netns, TCP_REPAIR sockets, ULP sockets
  *     and excluded ports are left exactly as the kernel made them;
- *  I5 nothing here deletes from sock_hash: that would free the receiver's
- *     unread redirected bytes; the kernel unlinks a socket when it closes.
+ *  I5 a socket leaves sock_hash only with nothing queued for it (that would
+ *     free its unread redirected bytes), under its own lock: when it can
+ *     never pair (release_unpairable) or its application turned blocking
+ *     (withdraw); otherwise the kernel unlinks it when it closes;
+ *  I6 only sockets whose application never waits in a blocking recv() are
+ *     registered: a sockhash socket reads through tcp_bpf_recvmsg, whose
+ *     blocking wait returns EAGAIN on a wakeup without data (a signal, an
+ *     RST, the ACK of its own FIN) where TCP waits or reports the error.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -38,6 +44,7 @@
 #define SOL_TCP 6
 #define TCP_KEEPIDLE 4
 #define TCP_KEEPINTVL 5
+#define O_NONBLOCK 04000
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -50,6 +57,10 @@ __attribute__((section(".comment.variant"), used)) static const char build_varia
 #define SOCK_REGISTERED 1u  /* in sock_hash under key */
 #define SOCK_TX_CLEAN 4u    /* at ESTABLISHED nothing of ours had gone over TCP */
 #define SOCK_PAIRED 8u      /* counting only: first redirect already counted */
+#define SOCK_APP 16u        /* not the sidecar's: its reader is checked at every send (I6) */
+#define SOCK_LEARN 32u      /* accepted, not registered: its first send teaches the listener's style */
+#define SOCK_TURNED_BLOCKING 64u /* its application made it blocking: withdrawn for good */
+#define SOCK_SEEN_NONBLOCKING 128u /* its file was seen O_NONBLOCK (an accepted one may start blocking) */
 
 struct sock_state {
 	struct accel_conn_key key;  /* this end, netns scope */
@@ -100,6 +111,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/* LRU: a forgotten listener is learned again, its sockets left alone meanwhile. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct accel_listener_key);
+	__type(value, __u32);
+} listener_style SEC(".maps");
 
 /* Entries are created and removed by the agent with the netns policy. */
 struct {
@@ -156,6 +175,76 @@ static __always_inline bool has_ulp(struct tcp_sock *tp)
 	return BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops) != NULL;
 }
 
+static __always_inline struct sk_psock *psock_of(struct tcp_sock *tp)
+{
+	return (struct sk_psock *)((unsigned long)BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_user_data) &
+				   SK_USER_DATA_PTRMASK);
+}
+
+/* Nothing redirected to this socket is waiting to be read. */
+static __always_inline bool ingress_empty(struct sk_psock *psock)
+{
+	return BPF_CORE_READ(psock, ingress_msg.next) == &psock->ingress_msg;
+}
+
+#define READER_BLOCKING 0
+#define READER_NONBLOCKING 1
+#define READER_UNKNOWN 2  /* no file: accepted by the kernel, not yet by accept(), or orphaned */
+
+/* How the application reads this socket, from its file's O_NONBLOCK. */
+static __always_inline int reader_style(struct sock *sk)
+{
+	struct socket *so = BPF_CORE_READ(sk, sk_socket);
+	struct file *f;
+
+	if (!so)
+		return READER_UNKNOWN;
+	f = BPF_CORE_READ(so, file);
+	if (!f)
+		return READER_UNKNOWN;
+	return (BPF_CORE_READ(f, f_flags) & O_NONBLOCK) ? READER_NONBLOCKING : READER_BLOCKING;
+}
+
+static __always_inline struct accel_listener_key listener_key(__u64 netns, __u16 port)
+{
+	struct accel_listener_key k = {};
+
+	k.netns_cookie = netns;
+	k.port = port;
+	return k;
+}
+
+/*
+ * I6: may this socket be registered? Returns ACCEL_CNT_MAX if so, else the
+ * fallback counter of why not. A connecting socket has its file: its own
+ * O_NONBLOCK decides. An accepted one has none before accept(): the
+ * sidecar's (its listener's uid) is event-driven like Envoy; an
+ * application's is registered only when its listener's accepted sockets
+ * were seen non-blocking and never blocking.
+ */
+static __always_inline __u32 reader_refusal(struct tcp_sock *tp, __u8 role, __u64 netns, __u16 port,
+					    bool sidecar)
+{
+	struct accel_listener_key lk;
+	__u32 *seen;
+
+	switch (reader_style((struct sock *)tp)) {
+	case READER_NONBLOCKING:
+		return ACCEL_CNT_MAX;
+	case READER_BLOCKING:
+		return ACCEL_CNT_FALLBACK_BLOCKING;
+	}
+	if (sidecar)
+		return ACCEL_CNT_MAX;
+	if (role != ACCEL_ROLE_SERVER)
+		return ACCEL_CNT_FALLBACK_BLOCKING;
+	lk = listener_key(netns, port);
+	seen = bpf_map_lookup_elem(&listener_style, &lk);
+	if (!seen)
+		return ACCEL_CNT_FALLBACK_UNKNOWN_READER;
+	return *seen == ACCEL_LISTENER_NONBLOCKING ? ACCEL_CNT_MAX : ACCEL_CNT_FALLBACK_BLOCKING;
+}
+
 static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 role)
 {
 	__u64 netns = bpf_get_netns_cookie(skops);
@@ -166,9 +255,9 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	struct tcp_sock *tp;
 	struct bpf_sock *sk;
 	__u32 lip4, rip4, lip6[4], rip6[4];
-	__u32 zero = 0;
+	__u32 zero = 0, refusal;
 	__u16 port;
-	bool v4;
+	bool v4, sidecar;
 
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return;
@@ -200,6 +289,8 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		count(netns, ACCEL_CNT_FALLBACK_EXCLUDED, 1);
 		return;
 	}
+	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+	sidecar = cfg && BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_uid.val) == cfg->proxy_uid;
 
 	st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
@@ -207,6 +298,23 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	__builtin_memset(st, 0, sizeof(*st));
 	st->netns_cookie = netns;
 	st->key.role = role;
+	if (!sidecar)
+		st->flags |= SOCK_APP;
+	refusal = reader_refusal(tp, role, netns, port, sidecar);
+	if (reader_style((struct sock *)tp) == READER_NONBLOCKING)
+		st->flags |= SOCK_SEEN_NONBLOCKING;
+	if (refusal < ACCEL_CNT_MAX) {
+		count(netns, refusal, 1);
+		/* Its first send with a file attached teaches how this listener's sockets are read. */
+		if (refusal == ACCEL_CNT_FALLBACK_UNKNOWN_READER ||
+		    (refusal == ACCEL_CNT_FALLBACK_BLOCKING && role == ACCEL_ROLE_SERVER && !sidecar &&
+		     reader_style((struct sock *)tp) == READER_UNKNOWN)) {
+			st->flags |= SOCK_LEARN;
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+		}
+		return;
+	}
 	/* Context fields are read at constant offsets only (verifier rule). */
 	lip4 = CTX(skops->local_ip4);
 	rip4 = CTX(skops->remote_ip4);
@@ -259,14 +367,17 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	st->flags |= SOCK_REGISTERED;
 	count(netns, ACCEL_CNT_SOCKETS_REGISTERED, 1);
 	info.netns_cookie = netns;
-	info.psock = (unsigned long)BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_user_data) &
-		     SK_USER_DATA_PTRMASK;
+	info.psock = (unsigned long)psock_of(tp);
 	bpf_map_update_elem(&peer_info, &st->key, &info, BPF_ANY);
-	/* To unpublish on close (STATE_CB), and to release a socket that cannot pair (RTT_CB). */
+	/*
+	 * To unpublish on close (STATE_CB), to release a socket that cannot pair
+	 * (RTT_CB), and for an application's socket, to withdraw it at its first
+	 * TCP segment after it turned blocking (HDR_OPT_LEN_CB, I6).
+	 */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
-					 BPF_SOCK_OPS_RTT_CB_FLAG);
+					 BPF_SOCK_OPS_RTT_CB_FLAG |
+					 (sidecar ? 0 : BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG));
 
-	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
 	if (!cfg)
 		return;
 	/*
@@ -368,9 +479,8 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return;
-	psock = (struct sk_psock *)((unsigned long)BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_user_data) &
-				    SK_USER_DATA_PTRMASK);
-	if (!psock || BPF_CORE_READ(psock, msg_tot_len))
+	psock = psock_of(tp);
+	if (!psock || !ingress_empty(psock))
 		return;
 	if (bpf_map_delete_elem(&sock_hash, &st->key))
 		return;
@@ -379,10 +489,102 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 	count(st->netns_cookie, ACCEL_CNT_SOCKETS_RELEASED, 1);
 }
 
+/*
+ * I6, after registration: an application may clear O_NONBLOCK at any time
+ * (a client that connects non-blocking with a timeout, then reads blocking).
+ * Its own sends stop redirecting at once (accel_msg), so its next TCP
+ * segment brings it here, where it leaves sock_hash as soon as nothing
+ * redirected to it is unread (I5). Until then a no-data wakeup of a blocking
+ * read on it still ends in EAGAIN: the window is from its fcntl() to its
+ * next segment, and no hook runs at fcntl() (README, limitations).
+ */
+static __always_inline void withdraw(struct sock_state *st, struct tcp_sock *tp)
+{
+	struct sk_psock *psock;
+
+	if (!(st->flags & SOCK_TURNED_BLOCKING)) {
+		st->flags |= SOCK_TURNED_BLOCKING;
+		count(st->netns_cookie, ACCEL_CNT_FALLBACK_TURNED_BLOCKING, 1);
+	}
+	psock = psock_of(tp);
+	if (!psock || !ingress_empty(psock))
+		return;
+	if (bpf_map_delete_elem(&sock_hash, &st->key))
+		return;
+	bpf_map_delete_elem(&peer_info, &st->key);
+	st->flags &= ~SOCK_REGISTERED;
+}
+
+/*
+ * Every TCP segment an application's socket sends while it is registered
+ * (rare once paired) or while its listener is being learned. A socket
+ * accepted by a server that sets O_NONBLOCK only after accept() (PostgreSQL's
+ * backends, Java NIO) is briefly blocking without being read that way, and a
+ * pure ACK can go out then: only the application's own data, or a socket
+ * that was already non-blocking, shows how it is read.
+ */
+static __always_inline void observe_reader(struct bpf_sock_ops *skops)
+{
+	struct accel_listener_key lk;
+	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+	__u32 *seen, bit;
+	bool data;
+	int style;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!st || !tp)
+		return;
+	style = reader_style((struct sock *)tp);
+	if (style == READER_UNKNOWN)
+		return;
+	if (style == READER_NONBLOCKING)
+		st->flags |= SOCK_SEEN_NONBLOCKING;
+	data = skops->skb_len > 0;
+	if ((st->flags & SOCK_LEARN) && data) {
+		st->flags &= ~SOCK_LEARN;
+		bit = style == READER_BLOCKING ? ACCEL_LISTENER_BLOCKING : ACCEL_LISTENER_NONBLOCKING;
+		lk = listener_key(st->netns_cookie, (__u16)skops->local_port);
+		seen = bpf_map_lookup_elem(&listener_style, &lk);
+		if (seen)
+			__sync_fetch_and_or(seen, bit);
+		else
+			bpf_map_update_elem(&listener_style, &lk, &bit, BPF_NOEXIST);
+	}
+	if ((st->flags & SOCK_REGISTERED) &&
+	    ((st->flags & SOCK_TURNED_BLOCKING) ||
+	     (style == READER_BLOCKING && (data || (st->flags & SOCK_SEEN_NONBLOCKING))))) {
+		/* A listener whose socket turned out blocking is never trusted again. */
+		if (st->key.role == ACCEL_ROLE_SERVER) {
+			bit = ACCEL_LISTENER_BLOCKING;
+			lk = listener_key(st->netns_cookie, (__u16)skops->local_port);
+			bpf_map_update_elem(&listener_style, &lk, &bit, BPF_ANY);
+		}
+		withdraw(st, tp);
+	}
+	if (!(st->flags & (SOCK_REGISTERED | SOCK_LEARN)))
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+						 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+}
+
 SEC("sockops")
 int accel_sockops(struct bpf_sock_ops *skops)
 {
+	struct accel_listener_key lk;
+
 	switch (skops->op) {
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		observe_reader(skops);
+		break;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		/* A new listener may be another server: learn its style anew. */
+		lk = listener_key(bpf_get_netns_cookie(skops), (__u16)skops->local_port);
+		bpf_map_delete_elem(&listener_style, &lk);
+		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)
 			unpublish(skops);
@@ -484,6 +686,23 @@ int accel_msg(struct sk_msg_md *msg)
 		count(netns, ACCEL_CNT_FALLBACK_ULP, 1);
 		return SK_PASS;
 	}
+	/*
+	 * I6: an application sending from a blocking socket reads it blocking:
+	 * TCP from now on, and withdrawn at the segment this sends. (A redirect
+	 * into a blocking reader is harmless: data always ends its wait.)
+	 */
+	if (st->flags & SOCK_APP) {
+		int style = reader_style((struct sock *)tp);
+
+		if (style == READER_NONBLOCKING && !(st->flags & SOCK_SEEN_NONBLOCKING))
+			st->flags |= SOCK_SEEN_NONBLOCKING;
+		if (style == READER_BLOCKING && !(st->flags & SOCK_TURNED_BLOCKING)) {
+			st->flags |= SOCK_TURNED_BLOCKING;
+			count(netns, ACCEL_CNT_FALLBACK_TURNED_BLOCKING, 1);
+		}
+	}
+	if (st->flags & SOCK_TURNED_BLOCKING)
+		return SK_PASS;
 
 	peer_key = st->key;
 	peer_key.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;

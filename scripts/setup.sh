@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 # sockperf, wrk: native timed clients of tests, demo and bench (gcc builds the
 # bench's own rr client); openssl: the sidecars' TLS certificate in the bench;
 # python3, make, g++, pkg-config: node-gyp; util-linux: nsenter and setpriv.
+# nginx-light, curl, redis-server, redis-tools, postgresql: the real
+# applications the tests run through the sidecars, blocking and event-driven.
 PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables procps haproxy iperf3 sockperf wrk
-          openssl python3 make gcc g++ pkg-config util-linux)
+          openssl python3 make gcc g++ pkg-config util-linux
+          nginx-light curl redis-server redis-tools postgresql)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

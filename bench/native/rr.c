@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -80,6 +81,53 @@ static void tune(int fd, int family) {
   if (family != AF_UNIX) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+// Every socket is non-blocking and waits in poll(), as event-driven
+// clients and servers do: sidecar-accel pairs only sockets whose reader
+// never blocks in recv().
+static int wait_fd(int fd, short events) {
+  struct pollfd p = {.fd = fd, .events = events};
+  for (;;) {
+    int r = poll(&p, 1, -1);
+    if (r < 0 && errno == EINTR) continue;
+    return r < 0 ? -1 : 0;
+  }
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) { if (wait_fd(fd, POLLOUT) < 0) return -1; continue; }
+    if (w < 0) return -1;
+    p += w; n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int read_exact(int fd, char *p, size_t n) {
+  while (n) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) { if (wait_fd(fd, POLLIN) < 0) return -1; continue; }
+    if (r <= 0) return -1;
+    p += r; n -= (size_t)r;
+  }
+  return 0;
+}
+
+static int connect_to(struct addr *a) {
+  int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) die("socket");
+  if (connect(fd, (struct sockaddr *)&a->ss, a->len) < 0) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (errno != EINPROGRESS || wait_fd(fd, POLLOUT) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) { close(fd); return -1; }
+  }
+  tune(fd, a->family);
+  return fd;
+}
+
 // ---- server ----
 
 static _Noreturn void run_server(struct addr a) {
@@ -104,7 +152,9 @@ static _Noreturn void run_server(struct addr a) {
     for (int k = 0; k < n; k++) {
       int fd = evs[k].data.fd;
       if (fd == lfd) {
-        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        // Non-blocking, as event-driven servers accept: sidecar-accel pairs
+        // only sockets whose reader never blocks in recv().
+        int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (c < 0) continue;
         tune(c, a.family);
         struct epoll_event cev = {.events = EPOLLIN, .data.fd = c};
@@ -112,14 +162,11 @@ static _Noreturn void run_server(struct addr a) {
         continue;
       }
       ssize_t r = read(fd, buf, sizeof buf);
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
       if (r <= 0) { close(fd); continue; }
-      // Blocking write: at most one request per connection is in flight,
-      // so this never waits on a client that is itself waiting.
-      for (ssize_t off = 0; off < r;) {
-        ssize_t w = write(fd, buf + off, (size_t)(r - off));
-        if (w < 0) { if (errno == EINTR) continue; close(fd); break; }
-        off += w;
-      }
+      // At most one request per connection is in flight, so waiting here
+      // for room never waits on a client that is itself waiting.
+      if (write_all(fd, buf, (size_t)r) < 0) close(fd);
     }
   }
 }
@@ -145,32 +192,6 @@ static double pct_us(struct lat *l, double q) {
   return l->v[i] / 1000.0;
 }
 
-static int connect_to(struct addr *a) {
-  int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) die("socket");
-  if (connect(fd, (struct sockaddr *)&a->ss, a->len) < 0) { close(fd); return -1; }
-  tune(fd, a->family);
-  return fd;
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) { if (errno == EINTR) continue; return -1; }
-    p += w; n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int read_exact(int fd, char *p, size_t n) {
-  while (n) {
-    ssize_t r = read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1;
-    p += r; n -= (size_t)r;
-  }
-  return 0;
-}
 
 struct conn { int fd; size_t got; uint64_t t0; };
 
@@ -218,7 +239,7 @@ static int run_client(struct addr a, int conns, size_t size, double seconds, int
       for (int e = 0; e < n; e++) {
         struct conn *x = &c[evs[e].data.u32];
         ssize_t r = read(x->fd, resp, size - x->got);
-        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (r <= 0) { fprintf(stderr, "rr: connection ended early\n"); exit(1); }
         x->got += (size_t)r;
         if (x->got < size) continue;

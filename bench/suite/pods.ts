@@ -6,7 +6,7 @@
 //   plain: two pods without capture or sidecar (nomesh, accel-unpaired).
 // Apps are not the proxy: they run as nobody (65534).
 import fs from 'node:fs';
-import { Topology, type Pod } from '../../src/topology/topology.js';
+import { Topology, PROXY_UID, type Pod } from '../../src/topology/topology.js';
 import { run } from '../../src/util/exec.js';
 
 export const APP_PORT = 8080;
@@ -62,7 +62,8 @@ async function selfSignedPem(topo: Topology): Promise<string> {
   await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', key, '-out', crt, '-days', '2', '-subj', '/CN=sidecar-accel-bench']);
   const pem = topo.file('tls.pem');
-  fs.writeFileSync(pem, fs.readFileSync(crt, 'utf8') + fs.readFileSync(key, 'utf8'));
+  fs.writeFileSync(pem, fs.readFileSync(crt, 'utf8') + fs.readFileSync(key, 'utf8'), { mode: 0o600 });
+  fs.chownSync(pem, PROXY_UID, PROXY_UID); // the sidecars read it as the proxy uid
   return pem;
 }
 

@@ -133,6 +133,7 @@ export async function measure({ spec, point, seconds, clkTck, ex, control, round
   const pods = ex.podsOf(point.workload);
   const agent = control.running;
   const attachedBefore = spec.agent ? null : control.attached();
+  await ex.prepare(point);
   const segs0 = spec.path === 'uds' ? 0 : await sumDataSegments(pods);
   const c0 = agent?.dp.counters();
   // Sockets are sampled while the exchange runs (its connections are gone after).

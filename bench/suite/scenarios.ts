@@ -3,7 +3,8 @@
 import type { Pod } from '../../src/topology/topology.js';
 import { SERVICE_VIP4 } from '../../src/topology/topology.js';
 import { SERVICE_PORT } from '../../src/topology/pair.js';
-import { iperfStream, rrClient, startIperfServer, startRrServer, withServer, wrkHttp, type RrAddress } from '../../src/measure/tools.js';
+import { httpGet, iperfStream, rrClient, startIperfServer, startRrServer, withServer, wrkHttp, type RrAddress } from '../../src/measure/tools.js';
+import type { LineProcess } from '../../src/util/lines.js';
 import { APP_PORT, PLAIN_HTTP_PORT, type BenchPods, type PodPair } from './pods.js';
 
 export const SCENARIOS = ['nomesh', 'istio-iptables', 'accel', 'accel-crosspod', 'accel-unpaired', 'uds-floor'] as const;
@@ -54,6 +55,14 @@ export function notApplicable(s: ScenarioName, w: WorkloadName): string | null {
 export interface Exchange {
   /** The pods whose sockets carry a workload's exchange (verification looks at these). */
   podsOf(w: WorkloadName): Pod[];
+  /**
+   * Starts the workload's server and has it answer once: sidecar-accel pairs
+   * an app's accepted sockets once their listener was seen reading
+   * non-blocking (I6 in bpf/), as any server is after its first request.
+   * Not part of the measurement.
+   */
+  prepare(point: WorkloadPoint): Promise<void>;
+  /** Measures; stops what prepare started. */
   run(point: WorkloadPoint, seconds: number): Promise<Measured>;
 }
 
@@ -71,16 +80,38 @@ export function exchangeOf(s: Scenario, pods: BenchPods): Exchange {
   // The server listens where the sidecar (or the client) sends: the app port
   // of the server pod, or the unix socket.
   const listen: RrAddress = 'unix' in byPath.target ? byPath.target : { tcp: '0.0.0.0', port: APP_PORT };
+  let server: LineProcess | undefined;
   return {
     podsOf: (w) => {
       const p = s.path === 'mesh' && w === 'http' ? pods.http : pair;
       return p.client === p.server ? [p.client] : [p.client, p.server];
     },
+    async prepare(point) {
+      switch (point.workload) {
+        case 'rr':
+        case 'crr':
+          server = await startRrServer(pair.server, listen);
+          await rrClient(pair.client, byPath.target, { conns: 1, size: 1, seconds: 0.05 });
+          return;
+        case 'http':
+          await httpGet(s.path === 'mesh' ? pods.http.client : pair.client, byPath.httpUrl);
+          return;
+        case 'stream':
+          server = await startIperfServer(pair.server, APP_PORT);
+          return;
+      }
+    },
     async run(point, seconds) {
+      const prepared = server;
+      server = undefined;
+      const started = async () => {
+        if (!prepared) throw new Error('exchange run without prepare');
+        return prepared;
+      };
       switch (point.workload) {
         case 'rr':
         case 'crr': {
-          const r = await withServer(() => startRrServer(pair.server, listen),
+          const r = await withServer(started,
             () => rrClient(pair.client, byPath.target, { conns: point.conns, size: point.size ?? 64, seconds, crr: point.workload === 'crr' }));
           return { requests: r.requests, seconds: r.seconds, p50_us: r.p50_us, p90_us: r.p90_us, p99_us: r.p99_us, gbps: null };
         }
@@ -92,7 +123,7 @@ export function exchangeOf(s: Scenario, pods: BenchPods): Exchange {
         case 'stream': {
           if (!('tcp' in byPath.target)) throw new Error('stream needs TCP');
           const { tcp, port } = byPath.target;
-          const gbps = await withServer(() => startIperfServer(pair.server, APP_PORT), () => iperfStream(pair.client, tcp, port, seconds));
+          const gbps = await withServer(started, () => iperfStream(pair.client, tcp, port, seconds));
           return { requests: null, seconds, p50_us: null, p90_us: null, p99_us: null, gbps };
         }
       }

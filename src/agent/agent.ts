@@ -108,7 +108,7 @@ export class Agent {
       }
       draining.push(old);
     }
-    dp.setConfig({ crossPod: config.datapath.crossPod, keepaliveIdleSeconds: config.datapath.keepaliveIdleSeconds });
+    dp.setConfig({ crossPod: config.datapath.crossPod, keepaliveIdleSeconds: config.datapath.keepaliveIdleSeconds, proxyUid: config.datapath.proxyUid });
 
     if (!opts.skipSelfTest) {
       const st = await runSelfTest(dp);
@@ -163,7 +163,7 @@ export class Agent {
     }
     if (sourcesChanged(this.config, c)) this.replaceSources(c);
     this.config = c;
-    this.dp.setConfig({ crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds });
+    this.dp.setConfig({ crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds, proxyUid: c.datapath.proxyUid });
     this.log.info({ workloads: c.workloads.length, namespaces: c.namespaces.length }, 'config reloaded');
     this.reconcile();
   }

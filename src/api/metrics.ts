@@ -20,6 +20,9 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackNoPeer', 'no_peer'], ['fallbackBackpressure', 'backpressure'], ['fallbackExcluded', 'excluded_port'],
   ['fallbackDisabled', 'disabled'], ['fallbackUlp', 'ulp'], ['fallbackEarlyData', 'early_data'],
   ['fallbackRepair', 'tcp_repair'], ['fallbackKeyConflict', 'key_conflict'], ['fallbackCrossPod', 'cross_pod_off'],
+  // The application reads the socket blocking (tcp_bpf's blocking recv differs from TCP's).
+  ['fallbackBlocking', 'blocking_reader'], ['fallbackUnknownReader', 'unknown_reader'],
+  ['fallbackTurnedBlocking', 'turned_blocking'],
 ];
 
 export class AgentMetrics {

@@ -45,6 +45,7 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
     out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.crossPod ? '' : ' (in-pod only)') + (n.excludePorts.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
     const c = g.counters;
     out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, released to TCP ${c.socketsReleased}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}`);
+    out.push(`  left alone for their readers: blocking ${c.fallbackBlocking}, listener not yet seen event-driven ${c.fallbackUnknownReader}, turned blocking ${c.fallbackTurnedBlocking}`);
   }
   return out.join('\n') + '\n';
 }

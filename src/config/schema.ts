@@ -44,7 +44,12 @@ export const configSchema = z.object({
     crossPod: z.boolean().default(false),
     /** Keepalive idle/interval for paired sockets; below the conntrack established timeout. 0: off. */
     keepaliveIdleSeconds: z.number().int().min(0).max(86_400).default(3600),
-  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600 }),
+    /**
+     * The sidecar's uid (Istio's proxy uid). Its sockets are event-driven, so
+     * they are registered even before accept() shows how they are read.
+     */
+    proxyUid: z.number().int().min(1).max(4_294_967_294).default(1337),
+  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337 }),
   /** The kubernetes workload source (pods of this node from the API server). */
   kubernetes: z.object({
     enabled: z.boolean().default(false),

@@ -21,6 +21,7 @@ export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/sidecar-accel';
 
 const MAP_NAMES = [
   'sock_hash', 'sock_state', 'peer_info', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters',
+  'listener_style',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
 const PROG_SOCKOPS = 'accel_sockops';
@@ -263,9 +264,9 @@ export class Datapath {
     this.n.mapUpdate(this.maps.accel_cfg, encodeU32(0), encodeConfig(cfg), BPF_ANY);
   }
 
-  config(): NodeConfig {
+  config(): Required<NodeConfig> {
     this.live();
-    const v = this.n.mapLookup(this.maps.accel_cfg, encodeU32(0), 8);
+    const v = this.n.mapLookup(this.maps.accel_cfg, encodeU32(0), EXPECTED_LAYOUTS.accel_config!.size);
     if (!v) throw new DatapathError('config map has no entry 0');
     return decodeConfig(v);
   }

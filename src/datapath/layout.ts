@@ -9,6 +9,10 @@ export const NETNS_ENABLED = 1;
 /** A mesh workload known on this node: may pair across pods (when cross-pod pairing is on). */
 export const NETNS_CROSS_POD = 2;
 export const CFG_CROSS_POD = 1;
+/** Istio's sidecar uid (istio-iptables --proxy-uid): its sockets are taken to be event-driven. */
+export const DEFAULT_PROXY_UID = 1337;
+export const LISTENER_NONBLOCKING = 1;
+export const LISTENER_BLOCKING = 2;
 export const MAX_EXCLUDE_PORTS = 16;
 
 /** Counter names in enum accel_counter order. */
@@ -17,7 +21,7 @@ export const COUNTER_NAMES = [
   'redirectedMessages', 'redirectedBytes', 'tcpMessages',
   'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
   'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict', 'fallbackCrossPod',
-  'socketsReleased',
+  'socketsReleased', 'fallbackBlocking', 'fallbackUnknownReader', 'fallbackTurnedBlocking',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, bigint>;
@@ -53,10 +57,21 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
     ],
   },
   accel_config: {
-    size: 8,
+    size: 16,
     members: [
       { name: 'flags', offset: 0, size: 4 },
       { name: 'keepalive_idle_s', offset: 4, size: 4 },
+      { name: 'proxy_uid', offset: 8, size: 4 },
+      { name: 'pad0', offset: 12, size: 4 },
+    ],
+  },
+  accel_listener_key: {
+    size: 16,
+    members: [
+      { name: 'netns_cookie', offset: 0, size: 8 },
+      { name: 'port', offset: 8, size: 2 },
+      { name: 'pad0', offset: 10, size: 2 },
+      { name: 'pad1', offset: 12, size: 4 },
     ],
   },
   accel_peer_info: {
@@ -128,17 +143,23 @@ export function decodeNetnsPolicy(b: Buffer): NetnsPolicy {
   return { enabled: (flags & NETNS_ENABLED) !== 0, excludePorts: ports, crossPod: (flags & NETNS_CROSS_POD) !== 0 };
 }
 
-export interface NodeConfig { crossPod: boolean; keepaliveIdleSeconds: number }
+export interface NodeConfig {
+  crossPod: boolean;
+  keepaliveIdleSeconds: number;
+  /** The sidecar's uid; default DEFAULT_PROXY_UID. */
+  proxyUid?: number;
+}
 
 export function encodeConfig(c: NodeConfig): Buffer {
-  const b = Buffer.alloc(8);
+  const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_config!.size);
   b.writeUInt32LE(c.crossPod ? CFG_CROSS_POD : 0, 0);
   b.writeUInt32LE(c.keepaliveIdleSeconds, 4);
+  b.writeUInt32LE(c.proxyUid ?? DEFAULT_PROXY_UID, 8);
   return b;
 }
 
-export function decodeConfig(b: Buffer): NodeConfig {
-  return { crossPod: (b.readUInt32LE(0) & CFG_CROSS_POD) !== 0, keepaliveIdleSeconds: b.readUInt32LE(4) };
+export function decodeConfig(b: Buffer): Required<NodeConfig> {
+  return { crossPod: (b.readUInt32LE(0) & CFG_CROSS_POD) !== 0, keepaliveIdleSeconds: b.readUInt32LE(4), proxyUid: b.readUInt32LE(8) };
 }
 
 export function zeroCounters(): Counters {

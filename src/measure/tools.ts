@@ -106,6 +106,13 @@ function wrkDuration(s: string): number {
   return Number(m[1]) * (m[2] === 'us' ? 1 : m[2] === 'ms' ? 1e3 : 1e6);
 }
 
+/** One HTTP GET with curl from a pod; fails unless the answer is a 2xx. */
+export async function httpGet(pod: Pod, url: string): Promise<void> {
+  const p = new LineProcess(pod.spawn('curl', ['-sS', '-f', '-o', '/dev/null', '-w', '%{http_code}\n', url]));
+  const lines = await p.done();
+  if (!/^2\d\d$/.test(lines.at(-1) ?? '')) throw new Error(`GET ${url} answered ${lines.join(' ')}`);
+}
+
 /** wrk, HTTP/1.1 keep-alive, one thread and `conns` connections, with its latency distribution. */
 export async function wrkHttp(pod: Pod, url: string, conns: number, seconds: number): Promise<WrkResult> {
   const p = new LineProcess(pod.spawn('wrk', ['-t', '1', '-c', String(conns), '-d', `${seconds}s`, '--latency', url]));

@@ -1,7 +1,6 @@
 // HAProxy configuration of a sidecar: Envoy's two listeners in TCP mode.
 // Splicing stays off (nosplice): a receiver reading with splice() stalls on
 // redirected bytes (DESIGN.md 4, kernel facts).
-import { PROXY_UID } from './istio-rules.js';
 
 export interface SidecarRoutes {
   /** Where outbound (15001) connections go, "host:port" per family. */
@@ -21,9 +20,9 @@ export interface SidecarRoutes {
 
 export function haproxyConfig(routes: SidecarRoutes, pod: { ip4: string; ip6: string }, pidFile: string): string {
   const lines = [
+    // Started as the proxy uid (Pod.startSidecar), as Istio starts Envoy: its
+    // listeners, and so the sockets they accept, belong to that uid.
     'global',
-    `  uid ${PROXY_UID}`,
-    `  gid ${PROXY_UID}`,
     `  pidfile ${pidFile}`,
     '  maxconn 8000',
     '  nbthread 1',

@@ -43,6 +43,8 @@ export class Topology {
     readonly cgroupDir: string,
   ) {
     this.tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
+    // Traversable, not listable: processes run as other uids reach their own files here.
+    fs.chmodSync(this.tmpDir, 0o711);
     // Lets sweepStaleTopologies() clean up after a process killed before its finally.
     fs.writeFileSync(path.join(this.tmpDir, 'owner.pid'), String(process.pid));
   }
@@ -74,6 +76,14 @@ export class Topology {
   /** A file path private to this topology (removed by destroy). */
   file(name: string): string {
     return path.join(this.tmpDir, name);
+  }
+
+  /** A directory of this topology owned by `uid` (a process run as that uid keeps its files there). */
+  privateDir(name: string, uid: number): string {
+    const dir = this.file(name);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.chownSync(dir, uid, uid);
+    return dir;
   }
 
   async addPod(name: string): Promise<Pod> {
@@ -165,17 +175,19 @@ export class Pod {
    * Resolves once it has bound its ports (daemon mode: the launcher exits then).
    */
   async startSidecar(routes: SidecarRoutes): Promise<void> {
-    await this.startHaproxy('haproxy', haproxyConfig(routes, this, this.topo.file(`${this.name}-haproxy.pid`)));
+    const dir = this.topo.privateDir(`${this.name}-sidecar`, PROXY_UID);
+    await this.startHaproxy('haproxy', haproxyConfig(routes, this, path.join(dir, 'haproxy.pid')), { uid: PROXY_UID, dir });
   }
 
   /**
    * HAProxy with `config` in daemon mode: resolves once it has bound its
    * ports (the launcher exits then); the pod's cgroup holds it for cleanup.
    */
-  async startHaproxy(role: string, config: string): Promise<void> {
-    const cfgFile = this.topo.file(`${this.name}-${role}.cfg`);
-    fs.writeFileSync(cfgFile, config);
-    const launcher = this.spawn('haproxy', ['-D', '-f', cfgFile]);
+  async startHaproxy(role: string, config: string, opts: { uid?: number; dir?: string } = {}): Promise<void> {
+    const cfgFile = path.join(opts.dir ?? this.topo.file(''), `${this.name}-${role}.cfg`);
+    fs.writeFileSync(cfgFile, config, { mode: 0o644 });
+    const cmd = opts.uid === undefined ? ['haproxy'] : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', 'haproxy'];
+    const launcher = this.spawn(cmd[0]!, [...cmd.slice(1), '-D', '-f', cfgFile]);
     let stderr = '';
     launcher.stderr?.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     const code = await new Promise<number | null>((resolve) => launcher.on('exit', resolve));

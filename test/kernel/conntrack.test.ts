@@ -19,9 +19,11 @@ describe('conntrack expiry on an idle paired connection', { skip: kernelSkip }, 
   test(`idle for over ${CT_TIMEOUT_S} s, then closed: both ends see a clean close`, async () => {
     const srv = mesh().startPeer(mesh().b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', '100000', '--end-after-peer', '1']);
     await srv.ready();
+    await mesh().learnListener();
+    const before = mesh().counters().socketsPaired;
     const cli = mesh().startPeer(mesh().a, ['client', '--connect', mesh().vip(), '--bytes', '100000', '--hold', '1', '--expect', '100000']);
     await cli.waitFor((o) => o.event === 'holding');
-    const paired = mesh().counters().socketsPaired;
+    const paired = mesh().counters().socketsPaired - before;
     assert.equal(paired, 6n, 'all three hops paired before going idle');
     // Time passing is what is under test: idle well past the conntrack timeout.
     await delay((CT_TIMEOUT_S * 2 + 2) * 1000);

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { Mesh, APP_PORT } from './mesh.js';
 import { ssSockets, tcpOutSegs, addr, type SsSocket } from '../../src/measure/kernel.js';
 import { kernelSkip, assertKernelAccess } from './gate.js';
+import { countersDelta, type Counters } from '../../src/datapath/layout.js';
 import { SERVICE_VIP4, SERVICE_VIP6 } from '../../src/topology/topology.js';
 
 const BYTES = 20_000_000;
@@ -21,8 +22,8 @@ function host(a: string): string {
 
 /** Finds the two sockets of each hop among the pods' sockets. */
 async function hops(m: Mesh, family: 4 | 6): Promise<Hop[]> {
-  const inA = (await ssSockets(m.a)).filter((s) => s.state !== 'LISTEN');
-  const inB = (await ssSockets(m.b)).filter((s) => s.state !== 'LISTEN');
+  const inA = (await ssSockets(m.a)).filter((s) => s.state === 'ESTAB');
+  const inB = (await ssSockets(m.b)).filter((s) => s.state === 'ESTAB');
   const ipA = family === 4 ? m.a.ip4 : m.a.ip6;
   const ipB = family === 4 ? m.b.ip4 : m.b.ip6;
   const vip = family === 4 ? SERVICE_VIP4 : SERVICE_VIP6;
@@ -46,24 +47,28 @@ async function hops(m: Mesh, family: 4 | 6): Promise<Hop[]> {
   ];
 }
 
-async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: number; msgs: bigint }> {
-  const srv = m.startPeer(m.b, ['server', '--listen', family === 4 ? `0.0.0.0:${APP_PORT}` : `[::]:${APP_PORT}`, '--bytes', String(BYTES), '--end-after-peer', '1']);
+async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: number; msgs: bigint; delta: Counters }> {
+  const srv = m.startPeer(m.b, ['server', '--listen', family === 4 ? `0.0.0.0:${APP_PORT}` : `[::]:${APP_PORT}`, '--bytes', String(BYTES), '--end-after-peer', '1', '--expect', String(BYTES)]);
   await srv.ready();
+  await m.learnListener(m.a, m.vip(family));
   const segsBefore = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b));
-  const before = m.counters().redirectedMessages;
+  const countersBefore = m.counters();
+  const before = countersBefore.redirectedMessages;
   const cli = m.startPeer(m.a, ['client', '--connect', m.vip(family), '--bytes', String(BYTES), '--hold', '1', '--expect', String(BYTES)]);
+  // Every byte has crossed every hop both ways: what ss shows is final.
   await cli.waitFor((o) => o.event === 'holding', 'holding');
+  await srv.waitFor((o) => o.event === 'received', 'server received all');
   const found = await hops(m, family);
   const segs = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b)) - segsBefore;
   const msgs = m.counters().redirectedMessages - before;
   cli.child.kill('SIGUSR1');
   const lines = await cli.finished();
   const client = lines.find((o) => o.role === 'client')!;
-  const server = await srv.waitFor((o) => o.role === 'server', 'server report');
+  const server = await srv.waitFor((o) => o.role === 'server' && o.peerId === client.id, 'server report');
   assert.equal(client.sentSha, server.recvSha, 'client -> server bytes differ');
   assert.equal(server.sentSha, client.recvSha, 'server -> client bytes differ');
   assert.equal(client.recvBytes, BYTES);
-  return { hops: found, segs, msgs };
+  return { hops: found, segs, msgs, delta: countersDelta(m.counters(), countersBefore) };
 }
 
 function assertRedirected(h: Hop): void {
@@ -87,10 +92,10 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       assertRedirected(r.hops[0]!);
       assertOverTcp(r.hops[1]!);
       assertRedirected(r.hops[2]!);
-      assert.ok(m.counters().fallbackCrossPod > 0n, 'the cross-pod hop was refused for the flag');
+      assert.ok(r.delta.fallbackCrossPod > 0n, 'the cross-pod hop was refused for the flag');
       // Both ends of the cross-pod hop left the sockhash after their first
       // ACK: the rest of that connection ran on plain TCP, intact.
-      assert.equal(m.counters().socketsReleased, 2n);
+      assert.equal(r.delta.socketsReleased, 2n);
     } finally {
       await m.close();
     }
@@ -105,7 +110,7 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       assertRedirected(r.hops[0]!);
       assertOverTcp(r.hops[1]!);
       assertOverTcp(r.hops[2]!);
-      const c = m.counters();
+      const c = r.delta;
       assert.equal(c.socketsReleased, 1n, 'sidecar a\'s upstream socket, and only it, was released');
       assert.ok(c.socketsPaired >= 2n, 'the in-pod hop stayed paired');
     } finally {
@@ -122,7 +127,7 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       assertRedirected(r.hops[0]!);
       assertOverTcp(r.hops[1]!);
       assertRedirected(r.hops[2]!);
-      const c = m.counters();
+      const c = r.delta;
       assert.ok(c.fallbackCrossPod > 0n, 'the cross-pod hop was refused');
       assert.equal(c.socketsReleased, 2n, 'both ends of the refused hop went back to TCP');
     } finally {
@@ -136,7 +141,7 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       try {
         const r = await runHeld(m, family);
         for (const h of r.hops) assertRedirected(h);
-        assert.equal(m.counters().socketsReleased, 0n, 'a paired socket is never released');
+        assert.equal(r.delta.socketsReleased, 0n, 'a paired socket is never released');
         // Only handshakes and FINs remain on the wire: a few segments per socket
         // against thousands of messages redirected.
         assert.ok(r.msgs > 1000n, `redirected messages ${r.msgs}`);

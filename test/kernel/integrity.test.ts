@@ -23,6 +23,7 @@ describe('byte-stream integrity', { skip: kernelSkip }, () => {
       const before = mesh().counters().redirectedBytes;
       const srv = mesh().startPeer(serverPod, ['server', '--listen', c.listen, '--bytes', String(c.bytes), '--max-write', String(4 * MiB)]);
       await srv.ready();
+      await mesh().learnListener(mesh().a, c.target === 'vip' ? mesh().vip() : c.target);
       const cli = mesh().startPeer(mesh().a, ['client', '--connect', c.target === 'vip' ? mesh().vip() : c.target, '--bytes', String(c.bytes),
         '--conns', String(c.conns), '--concurrency', String(c.conns), '--max-write', String(4 * MiB)]);
       const lines = await cli.finished();

@@ -80,6 +80,19 @@ export class Mesh {
     return this.start(pod, process.execPath, [peerScript, ...args]);
   }
 
+  /**
+   * Makes a fresh stream-peer server at `address` send once, to a probe from
+   * `from` (default pod a through the sidecars to the VIP): the datapath
+   * registers an application's accepted sockets only once their listener
+   * was seen reading non-blocking (I6 in bpf/), and every new listener
+   * starts unknown.
+   */
+  async learnListener(from: Pod = this.a, address: string = this.vip()): Promise<void> {
+    const p = this.startPeer(from, ['probe', '--connect', address]);
+    const lines = await p.finished();
+    if (!lines.some((o) => o.event === 'probed')) throw new Error(`listener probe of ${address} failed: ${JSON.stringify(lines)} ${p.errorOutput}`);
+  }
+
   /** Runs one case of test/peers/sockcases.py in a pod; resolves with its result object. */
   async runCase(pod: Pod, name: string, port: number, env: Record<string, string> = {}): Promise<Record<string, unknown>> {
     const p = this.startCase(pod, name, port, env);

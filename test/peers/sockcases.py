@@ -8,6 +8,12 @@ one and asserts the observations are equal. Python because these calls
 (MSG_PEEK, FIONREAD, epoll, sendfile, TCP Fast Open, TCP_DEFER_ACCEPT,
 SO_LINGER) are not reachable from Node.
 
+Every socket has a timeout, which in Python means a non-blocking file
+waited on with poll(): the event-driven style sidecar-accel accelerates.
+(Blocking sockets are never paired; test/kernel/matrix.test.ts covers them.)
+Each listener first serves one probe connection, so the datapath learns that
+its accepted sockets are read non-blocking (I6 in bpf/sidecar_accel.bpf.c).
+
 usage: sockcases.py CASE [PORT]
 """
 import errno
@@ -27,6 +33,8 @@ import threading
 import time
 
 HOST = "127.0.0.1"
+TIMEOUT = 10.0
+socket.setdefaulttimeout(TIMEOUT)  # every socket, accepted ones too, is non-blocking
 
 
 def listener(port, opts=()):
@@ -36,7 +44,20 @@ def listener(port, opts=()):
         s.setsockopt(level, name, value)
     s.bind((HOST, port))
     s.listen(16)
+    probe(s, port)
     return s
+
+
+def probe(lst, port):
+    """One exchange on a fresh listener: its accepted socket sends, in the style all of them use."""
+    c = socket.create_connection((HOST, port))
+    c.sendall(b"?")  # first, for TCP_DEFER_ACCEPT listeners
+    s, _ = lst.accept()
+    s.recv(1)
+    s.sendall(b"!")
+    c.recv(1)
+    c.close()
+    s.close()
 
 
 def pair(port, opts=()):
@@ -61,7 +82,7 @@ def recv_exact(sock, n, timeout=10.0):
         if not chunk:
             break
         buf += chunk
-    sock.settimeout(None)
+    sock.settimeout(TIMEOUT)
     return buf
 
 
@@ -185,7 +206,13 @@ def case_tfo(port):
     for i in range(3):  # the first gets a cookie, later ones carry data in the SYN
         c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         req = os.urandom(1000 + i)
-        c.sendto(req, socket.MSG_FASTOPEN, (HOST, port))
+        try:
+            sent = c.sendto(req, socket.MSG_FASTOPEN, (HOST, port))
+        except BlockingIOError:  # non-blocking and no cookie yet: a plain SYN went out
+            sent = 0
+        if sent < len(req):
+            select.select([], [c], [], TIMEOUT)
+            c.sendall(req[sent:])
         s, _ = lst.accept()
         got = recv_exact(s, len(req))
         reply = os.urandom(2000 + i)
@@ -276,7 +303,7 @@ def case_slow_reader(port):
     reader = Reader(s, 256 * 1024, 0.0005)
     reader.start()
     reader.go.set()
-    c.setblocking(True)
+    c.settimeout(60)
     rest = 16 << 20
     while rest > 0:
         chunk = os.urandom(min(rest, 1 << 20))

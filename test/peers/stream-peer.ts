@@ -3,11 +3,18 @@
 // received. Every stream starts with its sender's 8-byte id so the test can
 // match the two ends' reports. Output: JSON lines on stdout.
 //
-//   server --listen HOST:PORT --bytes N [--max-write B] [--end-after-peer 1]
+//   server --listen HOST:PORT --bytes N [--max-write B] [--end-after-peer 1] [--expect N]
 //   client --connect HOST:PORT --bytes N [--conns C] [--concurrency K] [--max-write B] [--hold 1 --expect N]
+//   probe --connect HOST:PORT
+//
+// probe: one connection with the all-zero id that reads the server's stream
+// to its end, prints {"event":"probed"}; servers never report probe streams.
+// It makes a fresh server send once, so the datapath learns how its
+// listener's sockets are read (I6 in bpf/sidecar_accel.bpf.c).
 //
 // --hold: once it has sent everything and received N bytes, print
 // {"event":"holding"} and keep its write side open until SIGUSR1, so a test can inspect live sockets (ss).
+// A server's --expect: print {"event":"received"} once a connection has received N bytes.
 import crypto from 'node:crypto';
 import net from 'node:net';
 
@@ -50,10 +57,12 @@ interface StreamOptions {
   expect?: number;
   /** Server: half-close only after the client did, so every hop stays open meanwhile. */
   endAfterPeer?: boolean;
+  /** Server: say when `expect` bytes have arrived. */
+  announce?: boolean;
 }
 
 function runStream(sock: net.Socket, role: 'client' | 'server', total: number, maxWrite: number, opts: StreamOptions = {}): Promise<StreamReport> {
-  const { hold, expect = 0, endAfterPeer = false } = opts;
+  const { hold, expect = 0, endAfterPeer = false, announce = false } = opts;
   const id = crypto.randomBytes(8);
   const sentHash = crypto.createHash('sha256');
   const recvHash = crypto.createHash('sha256');
@@ -62,6 +71,7 @@ function runStream(sock: net.Socket, role: 'client' | 'server', total: number, m
   let gotExpected: () => void = () => {};
   const expected = new Promise<void>((resolve) => { gotExpected = resolve; });
   if (expect === 0) gotExpected();
+  if (announce && expect > 0) void expected.then(() => { if (head.toString('hex') !== PROBE_ID) emit({ event: 'received', role }); });
   let error: string | undefined;
   sock.on('data', (d: Buffer) => {
     recvHash.update(d);
@@ -113,10 +123,25 @@ async function server(args: Args): Promise<void> {
   const total = Number(args.bytes ?? 0);
   const maxWrite = Number(args['max-write'] ?? 65536);
   const srv = net.createServer({ allowHalfOpen: true }, (sock) => {
-    void runStream(sock, 'server', total, maxWrite, { endAfterPeer: args['end-after-peer'] === '1' }).then(emit);
+    void runStream(sock, 'server', total, maxWrite, {
+      endAfterPeer: args['end-after-peer'] === '1', expect: Number(args.expect ?? 0), announce: true,
+    }).then((r) => { if (r.peerId !== PROBE_ID) emit(r); });
   });
   srv.listen({ host, port, backlog: 4096 }, () => emit({ event: 'ready' }));
   process.on('SIGTERM', () => process.exit(0));
+}
+
+const PROBE_ID = '0'.repeat(16);
+
+async function probe(args: Args): Promise<void> {
+  const { host, port } = hostPort(args.connect ?? '');
+  const sock = net.connect({ host, port });
+  sock.on('connect', () => sock.end(Buffer.alloc(8)));
+  let got = 0;
+  sock.on('data', (d: Buffer) => { got += d.length; });
+  // Read to the end, so no reset races the probe's bytes through the sidecars.
+  sock.on('end', () => { if (got >= 8) emit({ event: 'probed' }); else { emit({ event: 'probe-failed', got }); process.exitCode = 1; } });
+  sock.on('error', (e) => { emit({ event: 'probe-failed', error: e.message }); process.exitCode = 1; });
 }
 
 async function client(args: Args): Promise<void> {
@@ -150,6 +175,7 @@ async function client(args: Args): Promise<void> {
 const { mode, args } = parseArgs(process.argv.slice(2));
 if (mode === 'server') void server(args);
 else if (mode === 'client') void client(args);
+else if (mode === 'probe') void probe(args);
 else {
   process.stderr.write('usage: stream-peer server|client ...\n');
   process.exit(2);

@@ -45,9 +45,10 @@ test('netns policy round-trips and refuses bad ports', () => {
 });
 
 test('node config round-trips', () => {
-  for (const c of [{ crossPod: true, keepaliveIdleSeconds: 3600 }, { crossPod: false, keepaliveIdleSeconds: 0 }]) {
+  for (const c of [{ crossPod: true, keepaliveIdleSeconds: 3600, proxyUid: 1337 }, { crossPod: false, keepaliveIdleSeconds: 0, proxyUid: 2000 }]) {
     assert.deepEqual(decodeConfig(encodeConfig(c)), c);
   }
+  assert.equal(decodeConfig(encodeConfig({ crossPod: false, keepaliveIdleSeconds: 0 })).proxyUid, 1337, 'Istio\'s proxy uid by default');
 });
 
 test('per-CPU counters are summed over every CPU slot', () => {

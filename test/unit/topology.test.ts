@@ -42,9 +42,10 @@ test("Istio's capture rules are the injector's, per family", () => {
   assert.ok(v6.includes('-s ::6/128 -j RETURN') && v6.includes('-d ::1/128 -j RETURN') && !v6.includes('127.0.0'));
 });
 
-test('the sidecar runs as 1337 without splicing and sends inbound from 127.0.0.6', () => {
+test('the sidecar config never splices, sends inbound from 127.0.0.6 and drops no privileges (it starts as 1337)', () => {
   const cfg = haproxyConfig({ upstream4: '10.0.0.3:8080', appPort: 8080 }, { ip4: '10.0.0.2', ip6: 'fd00::2' }, '/tmp/p');
-  for (const line of ['  uid 1337', '  gid 1337', '  nosplice', '  bind 0.0.0.0:15001', '  bind 0.0.0.0:15006',
+  assert.ok(!/^\s*(uid|gid|user|group)\s/m.test(cfg), 'HAProxy must not bind as root and then drop: its listeners would belong to root');
+  for (const line of ['  nosplice', '  bind 0.0.0.0:15001', '  bind 0.0.0.0:15006',
     '  server app 10.0.0.2:8080 source 127.0.0.6', '  server app [fd00::2]:8080 source [::6]']) {
     assert.ok(cfg.split('\n').includes(line), line);
   }
