@@ -54,6 +54,8 @@ struct accel_netns_policy {
 };
 
 #define ACCEL_CFG_CROSS_POD 1u
+/* The self-test found this kernel unable to serve an application's socket transparently (FIONREAD). */
+#define ACCEL_CFG_SIDECAR_ONLY 2u
 
 /* Node-wide settings, index 0 of an array map. */
 struct accel_config {
@@ -100,6 +102,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_BLOCKING,     /* the application reads it blocking: never registered */
 	ACCEL_CNT_FALLBACK_UNKNOWN_READER, /* accepted on a listener not (yet) seen event-driven */
 	ACCEL_CNT_FALLBACK_TURNED_BLOCKING, /* registered, then made blocking: withdrawn to plain TCP */
+	ACCEL_CNT_FALLBACK_SIDECAR_ONLY, /* an application's socket on a kernel in sidecar-only mode */
 	ACCEL_CNT_MAX
 };
 

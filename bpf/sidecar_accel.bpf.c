@@ -291,6 +291,11 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	}
 	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
 	sidecar = cfg && BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_uid.val) == cfg->proxy_uid;
+	/* I6: this kernel shows an application something TCP would not (self-test). */
+	if (!sidecar && (!cfg || (cfg->flags & ACCEL_CFG_SIDECAR_ONLY))) {
+		count(netns, ACCEL_CNT_FALLBACK_SIDECAR_ONLY, 1);
+		return;
+	}
 
 	st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
@@ -632,14 +637,19 @@ static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key,
 	if (BPF_CORE_READ((struct inet_connection_sock *)psk, icsk_ulp_ops))
 		return ACCEL_CNT_FALLBACK_ULP;
 	/*
-	 * The kernel charges an ingress redirect to no receive buffer, so the
-	 * queue is bounded here; past the bound TCP's flow control takes over.
-	 * The bound is what TCP would allow this receiver: its SO_RCVBUF when the
-	 * application set one, else what receive autotuning may grow to.
+	 * The kernel never checks an ingress redirect against the receiver's
+	 * buffer, so the queue is bounded here; past the bound TCP's flow control
+	 * takes over. What the receiver holds is sk_rmem_alloc, which counts its
+	 * redirected bytes too (charged by bpf_tcp_ingress since 6.1.123 and
+	 * 6.12.8; the start-up self-test refuses a kernel where this bound does
+	 * not hold the writer back). The bound is what TCP would allow this
+	 * receiver: its SO_RCVBUF when the application set one, else what
+	 * receive autotuning may grow to. sk_userlocks is a 4-bit bitfield up to
+	 * 6.1 and a u8 from 6.12: read either way.
 	 */
-	queued = BPF_CORE_READ(psock, msg_tot_len);
+	queued = BPF_CORE_READ(psk, sk_backlog.rmem_alloc.counter);
 	rcvbuf = BPF_CORE_READ(psk, sk_rcvbuf);
-	if (!(BPF_CORE_READ(psk, sk_userlocks) & SOCK_RCVBUF_LOCK)) {
+	if (!(BPF_CORE_READ_BITFIELD_PROBED(psk, sk_userlocks) & SOCK_RCVBUF_LOCK)) {
 		int tune_max = BPF_CORE_READ(psk, __sk_common.skc_net.net, ipv4.sysctl_tcp_rmem[2]);
 
 		if (tune_max > rcvbuf)

@@ -3,15 +3,20 @@
 // scenario, and never hides the difference being measured.
 //
 //   rr server tcp HOST PORT | rr server unix PATH
-//   rr client tcp HOST PORT | unix PATH  [-c CONNS] [-s SIZE] [-t SECONDS] [--crr]
+//   rr sink tcp HOST PORT | rr sink unix PATH
+//   rr client tcp HOST PORT | unix PATH  [-c CONNS] [-s SIZE] [-t SECONDS] [--crr | --stream]
 //
 // Client: CONNS connections, each with one SIZE-byte request in flight; a
 // request is done when SIZE bytes have come back. --crr opens a fresh
 // connection for every request (connect, request, response, close) and the
 // latency includes the connect. Prints one JSON line:
 //   {"requests":N,"seconds":S,"p50_us":..,"p90_us":..,"p99_us":..,"errors":E}
-// Server: echoes whatever it reads, one epoll loop, until killed. Prints
-// "ready" once it listens.
+// --stream: one connection writes as fast as it may for SECONDS, half-closes
+// and waits for the sink's count of what arrived; prints
+//   {"bytes":N,"seconds":S,"gbps":G}
+// Server: echoes whatever it reads, one epoll loop, until killed. Sink: reads
+// and discards, and at each connection's EOF answers with the 8-byte count of
+// what it read. Both print "ready" once they listen.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +40,8 @@
 static void die(const char *what) { fprintf(stderr, "rr: %s: %s\n", what, strerror(errno)); exit(1); }
 static void usage(void) {
   fprintf(stderr, "usage: rr server (tcp HOST PORT | unix PATH)\n"
-                  "       rr client (tcp HOST PORT | unix PATH) [-c CONNS] [-s SIZE] [-t SECONDS] [--crr]\n");
+                  "       rr sink (tcp HOST PORT | unix PATH)\n"
+                  "       rr client (tcp HOST PORT | unix PATH) [-c CONNS] [-s SIZE] [-t SECONDS] [--crr | --stream]\n");
   exit(2);
 }
 
@@ -130,7 +136,9 @@ static int connect_to(struct addr *a) {
 
 // ---- server ----
 
-static _Noreturn void run_server(struct addr a) {
+static uint64_t sunk[1 << 16];  // bytes read per connection fd (the sink)
+
+static _Noreturn void run_server(struct addr a, int sink) {
   int lfd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (lfd < 0) die("socket");
   int one = 1;
@@ -156,6 +164,7 @@ static _Noreturn void run_server(struct addr a) {
         // only sockets whose reader never blocks in recv().
         int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (c < 0) continue;
+        if (c < (int)(sizeof sunk / sizeof *sunk)) sunk[c] = 0;
         tune(c, a.family);
         struct epoll_event cev = {.events = EPOLLIN, .data.fd = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c, &cev);
@@ -163,6 +172,16 @@ static _Noreturn void run_server(struct addr a) {
       }
       ssize_t r = read(fd, buf, sizeof buf);
       if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (sink && fd < (int)(sizeof sunk / sizeof *sunk)) {
+        if (r > 0) { sunk[fd] += (uint64_t)r; continue; }
+        uint64_t n = sunk[fd];
+        char be[8];
+        for (int k = 0; k < 8; k++) be[k] = (char)(n >> (56 - 8 * k));
+        if (r == 0) write_all(fd, be, sizeof be);
+        sunk[fd] = 0;
+        close(fd);
+        continue;
+      }
       if (r <= 0) { close(fd); continue; }
       // At most one request per connection is in flight, so waiting here
       // for room never waits on a client that is itself waiting.
@@ -259,14 +278,41 @@ static int run_client(struct addr a, int conns, size_t size, double seconds, int
   return lat.n ? 0 : 1;
 }
 
+// One connection, written as fast as the kernel takes it for `seconds`.
+static int run_stream(struct addr a, double seconds) {
+  static char block[256 << 10];
+  memset(block, 's', sizeof block);
+  int fd = connect_to(&a);
+  if (fd < 0) die("connect");
+  uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), sent = 0;
+  while (now_ns() < end) {
+    ssize_t w = write(fd, block, sizeof block);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EAGAIN) { if (wait_fd(fd, POLLOUT) < 0) die("poll"); continue; }
+    if (w < 0) die("write");
+    sent += (uint64_t)w;
+  }
+  if (shutdown(fd, SHUT_WR)) die("shutdown");
+  unsigned char be[8];
+  if (read_exact(fd, (char *)be, sizeof be) < 0) die("read the sink's count");
+  double elapsed = (double)(now_ns() - start) / 1e9;
+  uint64_t got = 0;
+  for (int k = 0; k < 8; k++) got = got << 8 | be[k];
+  close(fd);
+  if (got != sent) { fprintf(stderr, "rr: sent %llu bytes, the sink read %llu\n", (unsigned long long)sent, (unsigned long long)got); return 1; }
+  printf("{\"bytes\":%llu,\"seconds\":%.3f,\"gbps\":%.3f}\n", (unsigned long long)got, elapsed, (double)got * 8 / elapsed / 1e9);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc < 3) usage();
   int i = 2;
   struct addr a = parse_addr(argc, argv, &i);
-  if (!strcmp(argv[1], "server")) run_server(a);
+  if (!strcmp(argv[1], "server")) run_server(a, 0);
+  if (!strcmp(argv[1], "sink")) run_server(a, 1);
   if (strcmp(argv[1], "client")) usage();
-  int conns = 1, crr = 0;
+  int conns = 1, crr = 0, stream = 0;
   size_t size = 64;
   double seconds = 3;
   for (; i < argc; i++) {
@@ -274,8 +320,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "-s") && i + 1 < argc) size = (size_t)atol(argv[++i]);
     else if (!strcmp(argv[i], "-t") && i + 1 < argc) seconds = atof(argv[++i]);
     else if (!strcmp(argv[i], "--crr")) crr = 1;
+    else if (!strcmp(argv[i], "--stream")) stream = 1;
     else usage();
   }
+  if (stream) return run_stream(a, seconds);
   if (size < 1 || size > (1 << 20) || seconds <= 0) usage();
   return run_client(a, conns, size, seconds, crr);
 }

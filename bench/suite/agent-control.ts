@@ -41,7 +41,10 @@ export class AgentControl {
       `  - {name: ${p.name}, namespace: bench, netns: ${p.netnsPath}${injected ? `, annotations: ${SIDECAR_STATUS}` : ''}}`;
     return [
       `api: {listen: 127.0.0.1:${this.port}}`,
-      `datapath: {cgroup: ${this.pods.topo.cgroupDir}, requireRootCgroup: false, pinDir: ${this.pinRoot}, crossPod: ${crossPod}}`,
+      // applications: always. The bench measures the datapath itself, also on a
+      // kernel where the self-test would pair only the sidecar's sockets; the
+      // report names the self-test's verdict (kernelMode).
+      `datapath: {cgroup: ${this.pods.topo.cgroupDir}, requireRootCgroup: false, pinDir: ${this.pinRoot}, crossPod: ${crossPod}, applications: always}`,
       'mesh: {defaultConfig: {proxyMetadata: {SIDECAR_ACCEL: "true"}}}',
       'workloads:',
       ...[mesh.client, mesh.server, http.client, http.server, plain.client].map((p) => pod(p, true)),
@@ -54,6 +57,9 @@ export class AgentControl {
     return this.agent;
   }
 
+  /** The agent's start-up self-test verdict on this kernel, once it has run. */
+  kernelMode?: string;
+
   /** Runs the agent with this cross-pod setting; resolves once every injected pod is enabled. */
   async on(crossPod: boolean): Promise<Agent> {
     const text = this.config(crossPod);
@@ -64,6 +70,7 @@ export class AgentControl {
       });
     }
     const agent = this.agent;
+    this.kernelMode = agent.kernelMode;
     await applyAgentConfig(agent, this.cfgFile, text, (ws) =>
       ws.filter((w) => w.enabled && w.state !== 'error').length === 5 && agent.dp.config().crossPod === crossPod);
     return agent;

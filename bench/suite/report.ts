@@ -34,6 +34,8 @@ export interface Result extends PointOf, Metrics {
 
 export interface Report {
   kernel: string;
+  /** The agent's self-test verdict here; the accel scenarios pair applications' sockets whatever it is. */
+  self_test_mode?: string;
   cpus: number;
   cpu_model: string;
   date: string;
@@ -125,6 +127,9 @@ export function markdown(rep: Report): string {
   const out: string[] = [];
   out.push(`# sidecar-accel bench${rep.quick ? ' (quick)' : ''}`, '');
   out.push(`Kernel ${rep.kernel}, ${rep.cpus} CPUs (${rep.cpu_model}), ${rep.date}; ${rep.rounds} interleaved rounds of ${rep.seconds_per_measurement} s per measurement; CPU pinning: ${rep.cpu_pinning ?? 'none'}.`);
+  if (rep.self_test_mode) {
+    out.push(`The agent's start-up self-test on this kernel chose "${rep.self_test_mode}" mode${rep.self_test_mode === 'full' ? '' : ' (by default only the sidecar\'s own sockets would be paired here)'}; the accel scenarios run with datapath.applications: always, to measure the datapath itself.`);
+  }
   out.push('Medians over the rounds the kernel verified; [min..max] of those rounds. Latencies are full round trips. CPU is machine-wide busy time (softirq included) per request.', '');
   out.push('## Ratios from this run', '', '| comparison | ratio | aim |', '|---|---:|---|');
   for (const h of headlines(rep.results)) out.push(`| ${h.what} | ${h.ratio === null ? '-' : h.ratio.toFixed(2) + 'x'} | ${h.goal} |`);

@@ -84,7 +84,7 @@ export async function runBench(opts: BenchOptions): Promise<Report> {
       }
     }
     const report: Report = {
-      kernel: os.release(), cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString(),
+      kernel: os.release(), ...(control.kernelMode ? { self_test_mode: control.kernelMode } : {}), cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model ?? 'unknown', date: new Date().toISOString(),
       rounds, seconds_per_measurement: seconds, quick: opts.quick, cpu_pinning: opts.cpus ?? null, tools: TOOLS,
       results: aggregate(raw), raw,
     };

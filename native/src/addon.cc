@@ -15,6 +15,8 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <string>
@@ -374,6 +376,44 @@ Napi::Value RecvPeek(const Napi::CallbackInfo &info) {
   return Napi::Buffer<uint8_t>::Copy(env, buf.data(), n);
 }
 
+// connectBlocking(ipv4, port) -> fd of a blocking TCP socket connected there
+// (the self-test's blocking reader: Node's own sockets are all non-blocking)
+Napi::Value ConnectBlocking(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string ip = info[0].As<Napi::String>().Utf8Value();
+  struct sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)info[1].As<Napi::Number>().Uint32Value());
+  if (inet_pton(AF_INET, ip.c_str(), &a.sin_addr) != 1) throw ErrnoError(env, "inet_pton", EINVAL, ip);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw ErrnoError(env, "socket", errno);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(env, "connect", err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// spliceCount(fd, len) -> bytes splice(2) takes from the socket into a pipe
+// without waiting (then discarded), or -1 when it says EAGAIN
+Napi::Value SpliceCount(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  size_t len = info[1].As<Napi::Number>().Uint32Value();
+  int p[2];
+  if (pipe2(p, O_CLOEXEC | O_NONBLOCK)) throw ErrnoError(env, "pipe2", errno);
+  ssize_t n = splice(fd, NULL, p[1], NULL, len, SPLICE_F_NONBLOCK);
+  int err = errno;
+  close(p[0]);
+  close(p[1]);
+  if (n < 0) {
+    if (err == EAGAIN) return Napi::Number::New(env, -1);
+    throw ErrnoError(env, "splice", err);
+  }
+  return Napi::Number::New(env, (double)n);
+}
+
 // sendDontwait(fd, buf) -> bytes accepted, or -1 when the kernel says EAGAIN
 Napi::Value SendDontwait(const Napi::CallbackInfo &info) {
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -407,6 +447,8 @@ Napi::Value GetsockoptInt(const Napi::CallbackInfo &info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fionread", Napi::Function::New(env, Fionread));
+  exports.Set("connectBlocking", Napi::Function::New(env, ConnectBlocking));
+  exports.Set("spliceCount", Napi::Function::New(env, SpliceCount));
   exports.Set("recvPeek", Napi::Function::New(env, RecvPeek));
   exports.Set("sendDontwait", Napi::Function::New(env, SendDontwait));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt));

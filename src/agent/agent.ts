@@ -9,7 +9,7 @@ import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { Datapath, DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
 import { native } from '../datapath/native.js';
-import type { Counters } from '../datapath/layout.js';
+import type { Counters, NodeConfig } from '../datapath/layout.js';
 import { loadConfigFile } from '../config/load.js';
 import type { AgentConfig } from '../config/schema.js';
 import { ConfigWatcher } from '../config/watch.js';
@@ -23,7 +23,7 @@ import { buildApi } from '../api/server.js';
 import {
   StartupError, checkCapabilities, checkHostCgroupRoot, checkKernel, checkNoForeignSockops, resolveCgroup,
 } from './checks.js';
-import { runSelfTest } from './selftest.js';
+import { runSelfTest, type SelfTestMode } from './selftest.js';
 
 export interface AgentOptions {
   log?: Logger;
@@ -54,6 +54,12 @@ function ourProgramIds(pinRoot: string): Set<number> {
   return ids;
 }
 
+/** The datapath's node settings from the agent config and the self-test's verdict on this kernel. */
+function nodeConfig(c: AgentConfig, kernelMode: SelfTestMode): NodeConfig {
+  const sidecarOnly = c.datapath.applications === 'never' || (c.datapath.applications === 'auto' && kernelMode === 'sidecar-only');
+  return { crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds, proxyUid: c.datapath.proxyUid, sidecarOnly };
+}
+
 export class Agent {
   private statuses = new Map<string, WorkloadStatus>();
   private reconciled = false;
@@ -73,6 +79,8 @@ export class Agent {
     readonly dp: Datapath,
     private readonly draining: Datapath[],
     readonly log: Logger,
+    /** The self-test's verdict on this kernel ("full" when it was skipped). */
+    readonly kernelMode: SelfTestMode,
   ) {
     this.metrics = new AgentMetrics(() => (this.stopped ? undefined : {
       counters: () => this.dp.counters(),
@@ -108,19 +116,29 @@ export class Agent {
       }
       draining.push(old);
     }
-    dp.setConfig({ crossPod: config.datapath.crossPod, keepaliveIdleSeconds: config.datapath.keepaliveIdleSeconds, proxyUid: config.datapath.proxyUid });
+    dp.setConfig(nodeConfig(config, 'full'));
 
+    let kernelMode: SelfTestMode = 'full';
     if (!opts.skipSelfTest) {
       const st = await runSelfTest(dp);
       const failed = st.checks.filter((c) => !c.ok);
-      if (!st.ok) {
+      const named = (kind: string) => failed.filter((c) => c.kind === kind).map((c) => `${c.name}: ${c.detail}`).join('; ');
+      if (st.mode === 'refuse') {
         if (!dp.adopted) dp.uninstall(); else dp.close();
-        throw new StartupError(`self-test failed on this kernel, refusing to accelerate: ${failed.map((c) => `${c.name}: ${c.detail}`).join('; ')}`);
+        throw new StartupError(`self-test failed on this kernel, refusing to accelerate: ${named('required') || 'no result'}`);
       }
-      log.info({ checks: st.checks.map((c) => c.name) }, 'self-test passed');
+      if (named('informational')) log.warn({}, `known limitation on this kernel: ${named('informational')}`);
+      kernelMode = st.mode;
+      if (kernelMode === 'sidecar-only') {
+        const what = `this kernel shows a paired application socket something TCP would not (${named('application')})`;
+        if (config.datapath.applications === 'always') log.warn({}, `${what}; datapath.applications is "always": applications' sockets are paired anyway`);
+        else log.warn({}, `${what}: only the sidecar's own sockets are paired (sidecar-only mode; datapath.applications)`);
+      }
+      dp.setConfig(nodeConfig(config, kernelMode));
+      log.info({ checks: st.checks.map((c) => c.name), mode: st.mode }, 'self-test passed');
     }
 
-    const agent = new Agent(configPath, config, dp, draining, log);
+    const agent = new Agent(configPath, config, dp, draining, log, kernelMode);
     agent.sources = buildSources(config, log, () => agent.reconcile());
     startSources(agent.sources, config, log);
     agent.reconcile();
@@ -163,7 +181,7 @@ export class Agent {
     }
     if (sourcesChanged(this.config, c)) this.replaceSources(c);
     this.config = c;
-    this.dp.setConfig({ crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds, proxyUid: c.datapath.proxyUid });
+    this.dp.setConfig(nodeConfig(c, this.kernelMode));
     this.log.info({ workloads: c.workloads.length, namespaces: c.namespaces.length }, 'config reloaded');
     this.reconcile();
   }
@@ -244,13 +262,15 @@ export class Agent {
     return [...this.statuses.values()];
   }
 
-  stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; xds: XdsHealth | null; workloads: { namespace: string; name: string; counters: Counters | null }[] } {
+  stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; sidecarOnly: boolean; kernelMode: SelfTestMode; xds: XdsHealth | null; workloads: { namespace: string; name: string; counters: Counters | null }[] } {
     return {
       xds: this.sources.xds?.health() ?? null,
       node: this.dp.counters(),
       generation: this.dp.generation,
       attached: this.dp.linked,
       crossPod: this.dp.config().crossPod,
+      sidecarOnly: this.dp.config().sidecarOnly,
+      kernelMode: this.kernelMode,
       workloads: this.workloads().map((w) => ({
         namespace: w.namespace, name: w.name, counters: w.netnsCookie ? this.dp.netnsCounters(BigInt(w.netnsCookie)) : null,
       })),

@@ -1,6 +1,9 @@
 // The agent's self-test: before serving, prove on this kernel, in a private
 // network namespace, that a paired connection behaves (selftest-peer.ts) and
-// that it really was paired and bounded (the datapath's own counters).
+// that it really was paired, bounded and left blocking readers alone (the
+// datapath's own counters). What changes between kernels and stable updates
+// decides the mode: a failed required check refuses to start; a failed
+// application check (FIONREAD, MSG_PEEK) pairs only the sidecar's sockets.
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
@@ -9,24 +12,53 @@ import type { Datapath } from '../datapath/datapath.js';
 import { netnsCookieOfPath } from '../datapath/netns.js';
 import { run } from '../util/exec.js';
 import { LineProcess } from '../util/lines.js';
+import type { Check } from './selftest-peer.js';
 
-export interface SelfTestCheck { name: string; ok: boolean; detail: string }
-export interface SelfTestResult { ok: boolean; checks: SelfTestCheck[] }
+export type SelfTestCheck = Check;
+export type SelfTestMode = 'full' | 'sidecar-only' | 'refuse';
+export interface SelfTestResult { ok: boolean; mode: SelfTestMode; checks: SelfTestCheck[] }
 
 const peerScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'selftest-peer.js');
+
+/** Answers the peer's requests to switch its netns between redirect and TCP. */
+class PeerDriver extends LineProcess {
+  constructor(child: ReturnType<typeof spawn>, private readonly onNeed: (what: string) => void) {
+    super(child);
+  }
+
+  protected override onLine(line: string): void {
+    let msg: { need?: string } = {};
+    try { msg = JSON.parse(line) as { need?: string }; } catch { return; }
+    if (!msg.need) return;
+    this.onNeed(msg.need);
+    this.child.stdin?.write('ok\n');
+  }
+}
+
+export function selfTestMode(checks: SelfTestCheck[]): SelfTestMode {
+  if (checks.length === 0 || checks.some((c) => !c.ok && c.kind === 'required')) return 'refuse';
+  return checks.some((c) => !c.ok && c.kind === 'application') ? 'sidecar-only' : 'full';
+}
 
 export async function runSelfTest(dp: Datapath, timeoutMs = 30_000): Promise<SelfTestResult> {
   const ns = `sa-selftest-${crypto.randomBytes(3).toString('hex')}`;
   await run('ip', ['netns', 'add', ns]);
   let cookie: bigint | undefined;
+  const restore = dp.config();
   try {
     await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
     cookie = netnsCookieOfPath(`/run/netns/${ns}`);
-    dp.enable(cookie);
+    const netns = cookie;
+    // The peer plays an application: its sockets must be eligible here.
+    dp.setConfig({ ...restore, sidecarOnly: false });
+    dp.enable(netns);
     // Into the attach cgroup first, so the program sees the peer's sockets.
     const child = spawn('bash', ['-c', 'echo $$ > "$0/cgroup.procs" && exec nsenter --net="$1" -- "${@:2}"',
-      dp.cgroupPath, `/run/netns/${ns}`, process.execPath, peerScript], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const peer = new LineProcess(child);
+      dp.cgroupPath, `/run/netns/${ns}`, process.execPath, peerScript], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const peer = new PeerDriver(child, (what) => {
+      if (what === 'tcp') dp.disable(netns, { keepCounters: true });
+      else dp.enable(netns);
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     let lines: string[];
     try {
@@ -34,14 +66,19 @@ export async function runSelfTest(dp: Datapath, timeoutMs = 30_000): Promise<Sel
     } finally {
       clearTimeout(timer);
     }
-    const checks = (JSON.parse(lines.at(-1) ?? '{"checks":[]}') as { checks: SelfTestCheck[] }).checks;
-    const c = dp.netnsCounters(cookie);
+    const last = lines.filter((l) => l.startsWith('{"checks"')).at(-1) ?? '{"checks":[]}';
+    const checks = (JSON.parse(last) as { checks: SelfTestCheck[] }).checks;
+    const c = dp.netnsCounters(netns);
     checks.push({ name: 'paired', ok: !!c && c.socketsPaired >= 4n && c.redirectedBytes > 0n,
-      detail: `${c?.socketsPaired ?? 0n} sockets paired, ${c?.redirectedBytes ?? 0n} bytes redirected` });
+      detail: `${c?.socketsPaired ?? 0n} sockets paired, ${c?.redirectedBytes ?? 0n} bytes redirected`, kind: 'required' });
     checks.push({ name: 'backpressure-bound', ok: !!c && c.fallbackBackpressure >= 1n,
-      detail: `${c?.fallbackBackpressure ?? 0n} backpressure fallbacks` });
-    return { ok: checks.length > 0 && checks.every((x) => x.ok), checks };
+      detail: `${c?.fallbackBackpressure ?? 0n} backpressure fallbacks`, kind: 'required' });
+    checks.push({ name: 'blocking-reader-left-alone', ok: !!c && c.fallbackBlocking >= 1n,
+      detail: `${c?.fallbackBlocking ?? 0n} blocking sockets left alone (a blocking reader on a paired socket gets EAGAIN where TCP waits)`, kind: 'required' });
+    const mode = selfTestMode(checks);
+    return { ok: mode !== 'refuse', mode, checks };
   } finally {
+    dp.setConfig(restore);
     if (cookie !== undefined) dp.disable(cookie);
     await run('ip', ['netns', 'del', ns], { allowFail: true });
   }

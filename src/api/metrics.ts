@@ -23,6 +23,8 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   // The application reads the socket blocking (tcp_bpf's blocking recv differs from TCP's).
   ['fallbackBlocking', 'blocking_reader'], ['fallbackUnknownReader', 'unknown_reader'],
   ['fallbackTurnedBlocking', 'turned_blocking'],
+  // The self-test put this kernel in sidecar-only mode.
+  ['fallbackSidecarOnly', 'sidecar_only_kernel'],
 ];
 
 export class AgentMetrics {

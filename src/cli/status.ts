@@ -13,6 +13,8 @@ export interface GenerationStatus {
   skMsgAttached: boolean;
   sockets: number;
   crossPod: boolean;
+  /** The self-test's safe mode: only the sidecar's own sockets are paired. */
+  sidecarOnly: boolean;
   keepaliveIdleSeconds: number;
   enabledNetns: { netnsCookie: string; excludePorts: number[]; crossPod: boolean; counters: Counters | null }[];
   counters: Counters;
@@ -26,7 +28,7 @@ export function datapathStatus(pinRoot: string, cgroupPath: string): GenerationS
       const cfg = dp.config();
       return {
         generation: dp.generation, pinDir: dir, attached: dp.linked, sockopsLinked: a.sockopsLinked, skMsgAttached: a.skMsgAttached,
-        sockets: dp.socketCount(), crossPod: cfg.crossPod, keepaliveIdleSeconds: cfg.keepaliveIdleSeconds,
+        sockets: dp.socketCount(), crossPod: cfg.crossPod, sidecarOnly: cfg.sidecarOnly, keepaliveIdleSeconds: cfg.keepaliveIdleSeconds,
         enabledNetns: [...dp.enabledNetns()].map(([cookie, p]) => ({ netnsCookie: cookie.toString(), excludePorts: p.excludePorts, crossPod: p.crossPod, counters: dp.netnsCounters(cookie) })),
         counters: dp.counters(),
       };
@@ -41,11 +43,11 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
   const out: string[] = [];
   for (const g of gens) {
     out.push(`generation ${g.generation} (${g.pinDir}): ${g.attached ? 'attached' : 'retired, draining'}; sockops ${g.sockopsLinked ? 'linked' : 'not linked'}, sk_msg ${g.skMsgAttached ? 'attached' : 'not attached'}; ${g.sockets} sockets registered`);
-    out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}`);
+    out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}; ${g.sidecarOnly ? 'sidecar-only mode (this kernel cannot serve application sockets transparently; see the agent log)' : 'applications\' sockets paired when event-driven'}`);
     out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.crossPod ? '' : ' (in-pod only)') + (n.excludePorts.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
     const c = g.counters;
     out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, released to TCP ${c.socketsReleased}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}`);
-    out.push(`  left alone for their readers: blocking ${c.fallbackBlocking}, listener not yet seen event-driven ${c.fallbackUnknownReader}, turned blocking ${c.fallbackTurnedBlocking}`);
+    out.push(`  left alone for their readers: blocking ${c.fallbackBlocking}, listener not yet seen event-driven ${c.fallbackUnknownReader}, turned blocking ${c.fallbackTurnedBlocking}, sidecar-only kernel ${c.fallbackSidecarOnly}`);
   }
   return out.join('\n') + '\n';
 }

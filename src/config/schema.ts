@@ -49,7 +49,14 @@ export const configSchema = z.object({
      * they are registered even before accept() shows how they are read.
      */
     proxyUid: z.number().int().min(1).max(4_294_967_294).default(1337),
-  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337 }),
+    /**
+     * Whether applications' own sockets are paired (the sidecar's always are):
+     * "auto" when the start-up self-test finds this kernel shows them nothing
+     * TCP would not (else only the sidecar's: sidecar-only mode); "never";
+     * "always", accepting the deviations the self-test names (logged).
+     */
+    applications: z.enum(['auto', 'never', 'always']).default('auto'),
+  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto' }),
   /** The kubernetes workload source (pods of this node from the API server). */
   kubernetes: z.object({
     enabled: z.boolean().default(false),

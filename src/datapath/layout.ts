@@ -9,6 +9,8 @@ export const NETNS_ENABLED = 1;
 /** A mesh workload known on this node: may pair across pods (when cross-pod pairing is on). */
 export const NETNS_CROSS_POD = 2;
 export const CFG_CROSS_POD = 1;
+/** Only the sidecar's sockets are paired: this kernel cannot serve an application's transparently. */
+export const CFG_SIDECAR_ONLY = 2;
 /** Istio's sidecar uid (istio-iptables --proxy-uid): its sockets are taken to be event-driven. */
 export const DEFAULT_PROXY_UID = 1337;
 export const LISTENER_NONBLOCKING = 1;
@@ -21,7 +23,7 @@ export const COUNTER_NAMES = [
   'redirectedMessages', 'redirectedBytes', 'tcpMessages',
   'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
   'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict', 'fallbackCrossPod',
-  'socketsReleased', 'fallbackBlocking', 'fallbackUnknownReader', 'fallbackTurnedBlocking',
+  'socketsReleased', 'fallbackBlocking', 'fallbackUnknownReader', 'fallbackTurnedBlocking', 'fallbackSidecarOnly',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, bigint>;
@@ -148,18 +150,24 @@ export interface NodeConfig {
   keepaliveIdleSeconds: number;
   /** The sidecar's uid; default DEFAULT_PROXY_UID. */
   proxyUid?: number;
+  /** Pair only the sidecar's sockets (the self-test's safe mode); default false. */
+  sidecarOnly?: boolean;
 }
 
 export function encodeConfig(c: NodeConfig): Buffer {
   const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_config!.size);
-  b.writeUInt32LE(c.crossPod ? CFG_CROSS_POD : 0, 0);
+  b.writeUInt32LE((c.crossPod ? CFG_CROSS_POD : 0) | (c.sidecarOnly ? CFG_SIDECAR_ONLY : 0), 0);
   b.writeUInt32LE(c.keepaliveIdleSeconds, 4);
   b.writeUInt32LE(c.proxyUid ?? DEFAULT_PROXY_UID, 8);
   return b;
 }
 
 export function decodeConfig(b: Buffer): Required<NodeConfig> {
-  return { crossPod: (b.readUInt32LE(0) & CFG_CROSS_POD) !== 0, keepaliveIdleSeconds: b.readUInt32LE(4), proxyUid: b.readUInt32LE(8) };
+  const flags = b.readUInt32LE(0);
+  return {
+    crossPod: (flags & CFG_CROSS_POD) !== 0, keepaliveIdleSeconds: b.readUInt32LE(4), proxyUid: b.readUInt32LE(8),
+    sidecarOnly: (flags & CFG_SIDECAR_ONLY) !== 0,
+  };
 }
 
 export function zeroCounters(): Counters {

@@ -46,6 +46,10 @@ export interface NativeAddon {
   netnsCookie(nsPath: string): bigint;
   mountBpffs(path: string): void;
   fionread(fd: number): number;
+  /** A blocking TCP socket connected to ipv4:port (the self-test's blocking reader). */
+  connectBlocking(ipv4: string, port: number): number;
+  /** Bytes splice(2) took from the socket without waiting (discarded), or -1 on EAGAIN. */
+  spliceCount(fd: number, len: number): number;
   recvPeek(fd: number, len: number): Buffer;
   /** Bytes accepted, or -1 when the kernel said EAGAIN. */
   sendDontwait(fd: number, buf: Buffer): number;

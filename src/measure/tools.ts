@@ -97,6 +97,22 @@ export async function rrClient(pod: Pod, to: RrAddress, o: { conns: number; size
   }
 }
 
+/** rr's sink: reads and discards, answering each connection's EOF with its byte count. */
+export async function startRrSink(pod: Pod, at: RrAddress): Promise<LineProcess> {
+  const p = new LineProcess(pod.spawn(RR_BIN, ['sink', ...rrAddressArgs(at)]));
+  await p.waitForLine((l) => l === 'ready', 'rr sink ready');
+  return p;
+}
+
+/** One non-blocking bulk stream to an rr sink for `seconds`; Gbit/s as the sink counted it. */
+export async function rrStream(pod: Pod, to: RrAddress, seconds: number): Promise<number> {
+  const p = new LineProcess(pod.spawn(RR_BIN, ['client', ...rrAddressArgs(to), '-t', String(seconds), '--stream']));
+  const lines = await p.done();
+  const r = JSON.parse(lines.at(-1) ?? '{}') as { gbps?: number };
+  if (typeof r.gbps !== 'number') throw new Error(`rr --stream printed no result: ${lines.join('\n').slice(0, 500)} ${p.stderr.slice(0, 500)}`);
+  return r.gbps;
+}
+
 export interface WrkResult { requests: number; seconds: number; p50_us: number; p90_us: number; p99_us: number }
 
 /** "123.45us" / "1.20ms" / "2.00s" as microseconds. */

@@ -45,7 +45,7 @@ test('netns policy round-trips and refuses bad ports', () => {
 });
 
 test('node config round-trips', () => {
-  for (const c of [{ crossPod: true, keepaliveIdleSeconds: 3600, proxyUid: 1337 }, { crossPod: false, keepaliveIdleSeconds: 0, proxyUid: 2000 }]) {
+  for (const c of [{ crossPod: true, keepaliveIdleSeconds: 3600, proxyUid: 1337, sidecarOnly: false }, { crossPod: false, keepaliveIdleSeconds: 0, proxyUid: 2000, sidecarOnly: true }]) {
     assert.deepEqual(decodeConfig(encodeConfig(c)), c);
   }
   assert.equal(decodeConfig(encodeConfig({ crossPod: false, keepaliveIdleSeconds: 0 })).proxyUid, 1337, 'Istio\'s proxy uid by default');
