@@ -107,6 +107,8 @@ async function main(): Promise<void> {
     default:
       obs.error = 'unknown case';
   }
+  // A socket whose peer ended while this side stays open never closes by itself.
+  if (!sock.destroyed && !sock.writableEnded) sock.end();
   await closed;
   process.stdout.write(JSON.stringify({ role: 'client', id, case: name, style: 'node', obs }) + '\n');
 }
