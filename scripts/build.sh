@@ -12,6 +12,12 @@ if [[ ! -x build/bench/rr || bench/native/rr.c -nt build/bench/rr ]]; then
   cc -O2 -Wall -Wextra -Werror -o build/bench/rr bench/native/rr.c
 fi
 
+# The semantics matrix's C peer (test/kernel/matrix.test.ts).
+mkdir -p build/test
+if [[ ! -x build/test/semantics || test/peers/semantics.c -nt build/test/semantics ]]; then
+  cc -O2 -Wall -Wextra -Werror -o build/test/semantics test/peers/semantics.c
+fi
+
 # node-gyp would download Node's headers; build against the local ones.
 nodedir=${npm_config_nodedir:-$(node -p "require('path').resolve(process.execPath, '../..')")}
 if [[ ! -f $nodedir/include/node/node_api.h ]]; then
