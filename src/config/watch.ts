@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
-import { loadConfigFile } from './load.js';
+import { loadConfigFile, parseConfig } from './load.js';
 import type { AgentConfig } from './schema.js';
 
 export interface ConfigWatcherEvents {
@@ -45,8 +45,13 @@ export class ConfigWatcher extends EventEmitter<ConfigWatcherEvents> {
   reload(reason: string): void {
     const text = this.read();
     if (reason !== 'SIGHUP' && text === this.lastText) return;
+    // An editor that truncates, then writes, shows an empty file in between:
+    // "every default" would drop every workload. Wait for its next change
+    // (an empty file on purpose is applied on SIGHUP).
+    if (reason !== 'SIGHUP' && text === '') return;
     this.lastText = text;
-    const r = loadConfigFile(this.file);
+    // The text just read, not a second read that could see another version.
+    const r = text === undefined ? loadConfigFile(this.file) : parseConfig(text, this.file);
     if (r.ok) {
       this.current = r.config;
       this.emit('config', r.config);

@@ -150,9 +150,14 @@ def case_epoll(port):
 def case_halfclose(port):
     c, s = pair(port)
     payload = os.urandom(3 << 20)
-    c.sendall(payload)
-    c.shutdown(socket.SHUT_WR)  # FIN right behind data still queued or in flight
+
+    def send():  # from another thread: 3 MiB need not fit in the buffers
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)  # FIN right behind data still queued or in flight
+    sender = threading.Thread(target=send)
+    sender.start()
     got = recv_all(s)
+    sender.join()
     reply = os.urandom(1 << 20)
     s.sendall(reply)
     s.close()

@@ -2,6 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../src/config/load.js';
+import { ConfigWatcher } from '../../src/config/watch.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 test('an empty file is every default', () => {
   const r = parseConfig('');
@@ -73,3 +77,27 @@ for (const [name, text, re] of bad) {
     }
   });
 }
+
+test('hot reload never applies the empty file an editor leaves between truncate and write (SIGHUP does)', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sa-watch-'));
+  try {
+    const file = path.join(dir, 'agent.yaml');
+    fs.writeFileSync(file, 'datapath: {crossPod: true}\n');
+    const first = parseConfig(fs.readFileSync(file, 'utf8'));
+    assert.ok(first.ok);
+    const w = new ConfigWatcher(file, first.config);
+    const seen: boolean[] = [];
+    w.on('config', (c) => seen.push(c.datapath.crossPod));
+    fs.writeFileSync(file, '');
+    w.reload('file change');
+    assert.deepEqual(seen, [], 'the half-written file was applied');
+    fs.writeFileSync(file, 'datapath: {crossPod: false}\n');
+    w.reload('file change');
+    assert.deepEqual(seen, [false]);
+    fs.writeFileSync(file, '');
+    w.reload('SIGHUP');
+    assert.deepEqual(seen, [false, false], 'an empty file on purpose is every default');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
