@@ -13,9 +13,12 @@ cd "$(dirname "$0")/.."
 # python3, make, g++, pkg-config: node-gyp; util-linux: nsenter and setpriv.
 # nginx-light, curl, redis-server, redis-tools, postgresql: the real
 # applications the tests run through the sidecars, blocking and event-driven.
+# qemu-system-x86 (brings virtiofsd), busybox-static, kmod, cpio, xz-utils,
+# zstd: the kernel matrix (lab/kernels) boots Debian's kernels under qemu.
 PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iptables procps haproxy iperf3 sockperf wrk
           openssl python3 make gcc g++ pkg-config util-linux
-          nginx-light curl redis-server redis-tools postgresql)
+          nginx-light curl redis-server redis-tools postgresql
+          qemu-system-x86 busybox-static kmod cpio xz-utils zstd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -53,6 +53,20 @@ export interface Attachment {
   ourProgIds: { sockops: number; msg: number };
 }
 
+/**
+ * What a refused load means, in one line naming the missing kernel feature
+ * (the verifier's whole log stays in the error's cause).
+ */
+export function loadRefusal(libbpfMessage: string): string {
+  const helper = /unknown func (bpf_\w+)#\d+/.exec(libbpfMessage);
+  if (helper) return `this kernel cannot run sidecar-accel: its BPF verifier does not let sockops/sk_msg programs call ${helper[1]} (the programs need ${helper[1] === 'bpf_get_netns_cookie' ? 'Linux 5.15 or later' : 'a newer kernel'})`;
+  const reloc = /CO-RE relocat\w*.*?(struct [\w.]+)/.exec(libbpfMessage);
+  if (reloc) return `this kernel cannot run sidecar-accel: its BTF lacks ${reloc[1]}, which the programs read`;
+  if (/EPERM|Operation not permitted/.test(libbpfMessage)) return 'loading the BPF programs was not permitted: run as root or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN';
+  const first = libbpfMessage.split('\n').find((l) => /invalid|unknown|not supported|failed/i.test(l)) ?? libbpfMessage.split('\n')[0];
+  return `this kernel refused the BPF programs: ${first?.trim()}`;
+}
+
 export function objectGeneration(objectPath: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(objectPath)).digest('hex').slice(0, 12);
 }
@@ -132,7 +146,7 @@ export class Datapath {
     try {
       loaded = n.loadObject(objectPath);
     } catch (e) {
-      throw new DatapathError(`loading ${objectPath} failed (kernel too old or BPF not permitted?): ${(e as Error).message}`, { cause: e });
+      throw new DatapathError(loadRefusal((e as Error).message), { cause: e });
     }
     const fds = [...Object.values(loaded.maps), ...Object.values(loaded.progs)];
     const pinned: string[] = [];

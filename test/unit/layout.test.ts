@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native, defaultObjectPath } from '../../src/datapath/native.js';
+import { loadRefusal } from '../../src/datapath/datapath.js';
 import {
   EXPECTED_LAYOUTS, COUNTER_NAMES, layoutMismatches, encodeNetnsPolicy, decodeNetnsPolicy,
   encodeConfig, decodeConfig, addPerCpuCounters, zeroCounters, MAX_EXCLUDE_PORTS,
@@ -62,4 +63,13 @@ test('per-CPU counters are summed over every CPU slot', () => {
   assert.equal(c.redirectedBytes, 12n);
   assert.equal(c.socketsPaired, 1n);
   assert.equal(c.fallbackNoPeer, 0n);
+});
+
+test('a refused load is one line naming what the kernel lacks, not a verifier log', () => {
+  // As libbpf reports them on Debian's 5.10 and 6.1 (kernel matrix, lab/kernels).
+  const v510 = 'bpf_object__load: Invalid argument\nlibbpf: prog \'accel_sockops\': BPF program load failed: Invalid argument\nlibbpf: -- BEGIN PROG LOAD LOG --\n0: (bf) r6 = r1\n...\n37: (85) call unknown#122\nunknown func bpf_get_netns_cookie#122\n-- END PROG LOAD LOG --';
+  assert.equal(loadRefusal(v510), 'this kernel cannot run sidecar-accel: its BPF verifier does not let sockops/sk_msg programs call bpf_get_netns_cookie (the programs need Linux 5.15 or later)');
+  const v61 = 'bpf_object__load: No such process\nlibbpf: prog \'accel_msg\': relo #12: failed to resolve CO-RE relocation <byte_off> [91] struct sk_psock.msg_tot_len (0:27 @ offset 400)\nlibbpf: prog \'accel_msg\': failed to relocate: No such process';
+  assert.equal(loadRefusal(v61), 'this kernel cannot run sidecar-accel: its BTF lacks struct sk_psock.msg_tot_len, which the programs read');
+  assert.doesNotMatch(loadRefusal('bpf_object__load: Permission denied (EPERM)'), /\n/);
 });

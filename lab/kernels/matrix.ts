@@ -1,0 +1,276 @@
+// The kernel matrix: boots Debian's cloud kernels under qemu on the host's own
+// root filesystem (virtiofs, read-only, tmpfs overlay in the guest) and runs
+// the project's tests inside each, against the host-built dist/ and build/.
+//
+//   node dist/lab/kernels/matrix.js [--kernel 6.1 --kernel 6.12 ...] [--tests layout,isolation]
+//        [--timeout-min N] [--json out.json] [--guest-cmd CMD] [--accel auto|kvm|tcg] [--follow]
+//
+// See lab/kernels/README.md. Needs root (virtiofsd), qemu-system-x86,
+// busybox-static, kmod, cpio, xz-utils, zstd, util-linux (setpriv).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { fetchKernel, KNOWN_SPECS, type Kernel } from './debian.js';
+import { buildInitramfs } from './initramfs.js';
+import { Cleanup, killAll, run } from './proc.js';
+import { readLoad, readSuite, renderTable, type KernelResult } from './report.js';
+import { bootGuest, virtiofsdPath, type Accel } from './vm.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** The project the host runs from; the guest sees it at the same path. */
+const repo = path.resolve(here, '../../..');
+const srcDir = path.join(repo, 'lab/kernels');
+const RUN_PREFIX = 'sidecar-accel-kmatrix-';
+const DEFAULT_CMD = 'node scripts/run-tests.js $KMATRIX_FILTER';
+
+const USAGE = `usage: node dist/lab/kernels/matrix.js [options]
+  --kernel K        ${KNOWN_SPECS.join(' | ')} (repeatable or comma-separated; default 6.1,6.12,newest)
+  --tests a,b+c     one suite per comma entry, run as scripts/run-tests.js <filters> ('+' joins
+                    filters into one run); default: one suite of every test
+  --timeout-min N   per kernel, for everything after boot (default: estimated from the test files)
+  --boot-timeout-s N  qemu start to the guest's first marker (default 180 with TCG, 60 with KVM)
+  --json FILE       write the results as JSON
+  --guest-cmd CMD   run instead of "${DEFAULT_CMD}" (bash, in the project dir; the suite's filters
+                    are in $KMATRIX_FILTER)
+  --accel A         auto (default: KVM if a probe boot with it works, else TCG) | kvm | tcg
+  --cache DIR       downloaded kernels and apt state (default /var/cache/sidecar-accel-kernels)
+  --logs DIR        console and suite logs (default build/kernels/logs)
+  --follow          print the guest's console as it comes
+  --cpus N --mem-mib N   guest size (default 2, 3072)`;
+
+interface Options {
+  kernels: string[];
+  suites: string[];
+  timeoutMin: number | null;
+  bootTimeoutS: number | null;
+  json: string | null;
+  guestCmd: string;
+  accel: 'auto' | Accel;
+  cache: string;
+  logs: string;
+  follow: boolean;
+  cpus: number;
+  memMiB: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      kernel: { type: 'string', multiple: true }, tests: { type: 'string' }, 'timeout-min': { type: 'string' },
+      'boot-timeout-s': { type: 'string' }, json: { type: 'string' }, 'guest-cmd': { type: 'string' },
+      accel: { type: 'string' }, cache: { type: 'string' }, logs: { type: 'string' }, follow: { type: 'boolean' },
+      cpus: { type: 'string' }, 'mem-mib': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) { console.log(USAGE); process.exit(0); }
+  const num = (v: string | undefined, name: string) => {
+    if (v === undefined) return null;
+    const n = Number(v);
+    if (!(n > 0)) throw new Error(`--${name} wants a positive number, not "${v}"`);
+    return n;
+  };
+  const kernels = (values.kernel ?? ['6.1,6.12,newest']).flatMap((k) => k.split(',')).map((k) => k.trim()).filter(Boolean);
+  for (const k of kernels) if (!KNOWN_SPECS.includes(k)) throw new Error(`unknown --kernel ${k} (one of ${KNOWN_SPECS.join(', ')})`);
+  const accel = values.accel ?? 'auto';
+  if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new Error(`--accel is auto, kvm or tcg, not ${accel}`);
+  return {
+    kernels,
+    suites: values.tests === undefined ? [''] : values.tests.split(',').map((s) => s.trim().split('+').join(' ')).filter(Boolean),
+    timeoutMin: num(values['timeout-min'], 'timeout-min'),
+    bootTimeoutS: num(values['boot-timeout-s'], 'boot-timeout-s'),
+    json: values.json ?? null,
+    guestCmd: values['guest-cmd'] ?? DEFAULT_CMD,
+    accel: accel as Options['accel'],
+    cache: path.resolve(values.cache ?? process.env.SIDECAR_ACCEL_KERNEL_CACHE ?? '/var/cache/sidecar-accel-kernels'),
+    logs: path.resolve(values.logs ?? path.join(repo, 'build/kernels/logs')),
+    follow: values.follow ?? false,
+    cpus: num(values.cpus, 'cpus') ?? 2,
+    memMiB: num(values['mem-mib'], 'mem-mib') ?? 3072,
+  };
+}
+
+const log = (s: string) => console.error(`[kmatrix] ${s}`);
+
+/**
+ * Minutes a suite may take under TCG, from the test files it selects (as
+ * scripts/run-tests.js selects them): a kernel test file takes a few minutes
+ * emulated, a unit file well under one; plus node's start and the sweep.
+ */
+function estimateMinutes(suites: string[]): number {
+  const find = (dir: string): string[] => !fs.existsSync(dir) ? [] : fs.readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => e.isDirectory() ? find(path.join(dir, e.name)) : e.name.endsWith('.test.js') ? [path.join(dir, e.name)] : []);
+  const files = [...find(path.join(repo, 'dist/test/unit')), ...find(path.join(repo, 'dist/test/kernel'))];
+  let min = 2; // the load probe
+  for (const s of suites) {
+    const only = s.split(' ').filter(Boolean);
+    const picked = files.filter((f) => only.length === 0 || only.some((o) => f.includes(o)));
+    min += 2 + picked.reduce((m, f) => m + (f.includes('/kernel/') ? 5 : 1), 0);
+  }
+  return min;
+}
+
+/** Run directories of earlier runs that were SIGKILLed (their pid is gone). */
+function sweepStaleRunDirs(): void {
+  for (const name of fs.readdirSync(os.tmpdir())) {
+    const m = new RegExp(`^${RUN_PREFIX}(\\d+)-`).exec(name);
+    if (!m) continue;
+    try { process.kill(Number(m[1]), 0); continue; } catch { /* gone */ }
+    log(`removing ${name}, left by a killed run`);
+    fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
+async function preflight(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('needs root (virtiofsd, and the guest shares the host root as root)');
+  virtiofsdPath();
+  for (const [bin, pkg] of [['qemu-system-x86_64', 'qemu-system-x86'], ['cpio', 'cpio'], ['depmod', 'kmod'],
+    ['setpriv', 'util-linux'], ['xz', 'xz-utils'], ['zstd', 'zstd'], ['apt-get', 'apt'], ['dpkg-deb', 'dpkg']]) {
+    const r = await run('sh', ['-c', `command -v ${bin}`], { timeoutMs: 10_000 });
+    if (r.code !== 0) throw new Error(`${bin} not found: apt-get install ${pkg}`);
+  }
+  for (const f of ['dist/src/datapath/datapath.js', 'build/bpf/sidecar_accel.bpf.o', 'scripts/run-tests.js', 'dist/lab/kernels/probe-load.js']) {
+    if (!fs.existsSync(path.join(repo, f))) throw new Error(`${f} missing: run npm run build first`);
+  }
+}
+
+/** Writes the job the guest's run.sh reads. */
+function writeJob(jobDir: string, k: Kernel, o: Options, accel: Accel, deadlineS: number, probeOnly: boolean): void {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const env = {
+    KMATRIX_KVER: k.release,
+    KMATRIX_MODULES: k.modulesDir,
+    KMATRIX_PROJECT: repo,
+    KMATRIX_CMD: o.guestCmd,
+    KMATRIX_LOAD_PROBE: path.join(repo, 'dist/lab/kernels/probe-load.js'),
+    KMATRIX_OBJECT: path.join(repo, 'build/bpf/sidecar_accel.bpf.o'),
+    KMATRIX_EMULATED: accel === 'tcg' ? '1' : '0',
+    KMATRIX_DEADLINE: String(Math.floor(deadlineS)),
+    KMATRIX_PROBE_ONLY: probeOnly ? '1' : '0',
+    KMATRIX_OVERLAY_SIZE: `${Math.floor(o.memMiB / 2)}m`,
+  };
+  fs.writeFileSync(path.join(jobDir, 'job.env'), Object.entries(env).map(([k2, v]) => `${k2}=${q(v)}\n`).join(''));
+  fs.copyFileSync(path.join(srcDir, 'guest/run.sh'), path.join(jobDir, 'run.sh'));
+  fs.writeFileSync(path.join(jobDir, 'suites'), o.suites.map((s) => s + '\n').join(''));
+}
+
+/** KVM only if a short boot with it reaches userspace; the nested hypervisor here often cannot. */
+async function probeKvm(k: Kernel, initramfs: string, runDir: string, o: Options): Promise<boolean> {
+  if (!fs.existsSync('/dev/kvm')) return false;
+  const jobDir = path.join(runDir, 'kvm-probe');
+  fs.mkdirSync(jobDir);
+  writeJob(jobDir, k, o, 'kvm', 60, true);
+  const cleanup = new Cleanup();
+  try {
+    const r = await bootGuest({
+      vmlinuz: k.vmlinuz, initramfs, jobDir, runDir, accel: 'kvm', cpus: o.cpus, memMiB: o.memMiB,
+      bootTimeoutMs: 30_000, totalTimeoutMs: 40_000, consoleLog: path.join(runDir, 'kvm-probe.log'),
+    }, cleanup);
+    const ok = r.markers.some((m) => m.startsWith('KMATRIX-DONE probe'));
+    log(`KVM probe boot: ${ok ? `works (${((r.bootMs ?? 0) / 1000).toFixed(1)} s)` : `failed (${r.timedOut ? `timed out at ${r.timedOut}` : `qemu exit ${r.qemuExit}`}${r.qemuStderr ? `: ${r.qemuStderr.trim().split('\n')[0]}` : ''}), using TCG`}`);
+    return ok;
+  } finally {
+    await cleanup.run(log);
+  }
+}
+
+async function runKernel(spec: string, o: Options, state: { accel: Accel | null }, root: Cleanup): Promise<KernelResult> {
+  const t0 = Date.now();
+  const res: KernelResult = { spec, booted: false, suites: [], totalSeconds: 0 };
+  const cleanup = new Cleanup();
+  root.add(`kernel ${spec}`, () => cleanup.run(log)); // Ctrl-C mid-boot still cleans up
+  try {
+    const k = await fetchKernel(spec, o.cache, log);
+    Object.assign(res, { suite: k.suite, release: k.release, packageVersion: k.packageVersion });
+    log(`${spec}: ${k.suite} ${k.release} (package ${k.packageVersion})`);
+
+    const runDir = fs.mkdtempSync(path.join(os.tmpdir(), `${RUN_PREFIX}${process.pid}-`));
+    cleanup.add('run dir', () => fs.rmSync(runDir, { recursive: true, force: true }));
+    const initramfs = await buildInitramfs({ modulesDir: k.modulesDir, initScript: path.join(srcDir, 'guest/init.sh'), workDir: runDir });
+
+    if (state.accel === null) state.accel = o.accel === 'auto' ? (await probeKvm(k, initramfs, runDir, o) ? 'kvm' : 'tcg') : o.accel;
+    const accel = state.accel;
+    res.accel = accel;
+
+    const jobDir = path.join(runDir, 'job');
+    fs.mkdirSync(jobDir);
+    const workMin = o.timeoutMin ?? estimateMinutes(o.suites);
+    const bootS = o.bootTimeoutS ?? (accel === 'tcg' ? 180 : 60);
+    // The guest stops its own work a minute before qemu is killed, to report in.
+    writeJob(jobDir, k, o, accel, bootS + workMin * 60, false);
+    const logDir = path.join(o.logs, `${spec}-${k.release}`);
+    fs.rmSync(logDir, { recursive: true, force: true });
+    fs.mkdirSync(logDir, { recursive: true });
+    res.logDir = logDir;
+
+    log(`${spec}: booting (${accel}, ${o.cpus} vCPUs, ${o.memMiB} MiB; boot limit ${bootS} s, work limit ${workMin} min)`);
+    const r = await bootGuest({
+      vmlinuz: k.vmlinuz, initramfs, jobDir, runDir, accel, cpus: o.cpus, memMiB: o.memMiB,
+      bootTimeoutMs: bootS * 1000, totalTimeoutMs: (bootS + workMin * 60 + 60) * 1000,
+      consoleLog: path.join(logDir, 'console.log'),
+      onLine: (line) => {
+        if (o.follow) console.error(`[${spec}] ${line}`);
+        else if (/KMATRIX-(BOOTED|LOADED|SUITE|DONE|INIT-FAILED)/.test(line)) log(`${spec}: ${line.slice(line.indexOf('KMATRIX-')).trim()}`);
+      },
+    }, cleanup);
+    res.booted = r.bootMs !== null;
+    if (r.bootMs !== null) res.bootSeconds = r.bootMs / 1000;
+    res.guestSeconds = r.totalMs / 1000;
+    res.load = readLoad(jobDir);
+    res.suites = o.suites.map((s, i) => readSuite(jobDir, i + 1, s, logDir));
+    for (const f of fs.readdirSync(jobDir)) if (/^(suite-\d+\.log|load\.(json|log)|verifier\.log)$/.test(f)) fs.copyFileSync(path.join(jobDir, f), path.join(logDir, f));
+    const initFail = r.markers.find((m) => m.startsWith('KMATRIX-INIT-FAILED'));
+    if (initFail) res.error = `guest init failed: ${initFail}`;
+    else if (r.timedOut === 'boot') res.error = `no boot marker within ${bootS} s${r.qemuStderr ? ` (qemu: ${r.qemuStderr.trim().split('\n')[0]})` : ''}`;
+    else if (r.timedOut) res.error = `killed after the ${workMin} min work limit`;
+    else if (!r.markers.some((m) => m.startsWith('KMATRIX-DONE'))) res.error = `guest ended early (qemu exit ${r.qemuExit}); see console.log`;
+  } catch (e) {
+    res.error = (e as Error).message;
+  } finally {
+    await cleanup.run(log);
+    res.totalSeconds = (Date.now() - t0) / 1000;
+  }
+  return res;
+}
+
+async function main(): Promise<number> {
+  const o = parseOptions(process.argv.slice(2));
+  await preflight();
+  sweepStaleRunDirs();
+  const root = new Cleanup();
+  // Ctrl-C / kill: stop the guest (the kernel in progress then ends as a
+  // failure and cleans up after itself), start no other kernel, report what
+  // ran and exit 130. A second signal exits at once (children die with us).
+  let interrupted: string | null = null;
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      if (interrupted) process.exit(130);
+      interrupted = sig;
+      log(`${sig}: stopping`);
+      void root.run(log);
+      killAll();
+    });
+  }
+  const results: KernelResult[] = [];
+  const state: { accel: Accel | null } = { accel: null };
+  for (const spec of o.kernels) {
+    if (interrupted) break;
+    const r = await runKernel(spec, o, state, root);
+    if (interrupted) r.error = `interrupted (${interrupted})${r.error ? `: ${r.error}` : ''}`;
+    results.push(r);
+    log(`${spec}: done in ${r.totalSeconds.toFixed(0)} s`);
+  }
+  await root.run(log);
+  console.log(renderTable(results, o.suites));
+  if (o.json) fs.writeFileSync(o.json, JSON.stringify({ project: repo, suites: o.suites, results }, null, 2) + '\n');
+  if (interrupted) return 130;
+  const good = results.every((r) => r.booted && !r.error && r.load?.ok && r.suites.every((s) => s.status === 'pass'));
+  return good ? 0 : 1;
+}
+
+main().then((code) => process.exit(code), (e: Error) => {
+  console.error(`kmatrix: ${e.message}`);
+  process.exit(2);
+});
