@@ -60,6 +60,9 @@ export interface Attachment {
 export function loadRefusal(libbpfMessage: string): string {
   const helper = /unknown func (bpf_\w+)#\d+/.exec(libbpfMessage);
   if (helper) return `this kernel cannot run sidecar-accel: its BPF verifier does not let sockops/sk_msg programs call ${helper[1]} (the programs need ${helper[1] === 'bpf_get_netns_cookie' ? 'Linux 5.15 or later' : 'a newer kernel'})`;
+  if (/BPF_STX uses reserved fields/.test(libbpfMessage)) {
+    return 'this kernel cannot run sidecar-accel: its BPF verifier lacks atomic fetch operations (Linux 5.12 or later; the programs need 5.15)';
+  }
   const reloc = /CO-RE relocat\w*.*?(struct [\w.]+)/.exec(libbpfMessage);
   if (reloc) return `this kernel cannot run sidecar-accel: its BTF lacks ${reloc[1]}, which the programs read`;
   if (/EPERM|Operation not permitted/.test(libbpfMessage)) return 'loading the BPF programs was not permitted: run as root or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN';

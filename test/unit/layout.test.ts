@@ -72,4 +72,6 @@ test('a refused load is one line naming what the kernel lacks, not a verifier lo
   const v61 = 'bpf_object__load: No such process\nlibbpf: prog \'accel_msg\': relo #12: failed to resolve CO-RE relocation <byte_off> [91] struct sk_psock.msg_tot_len (0:27 @ offset 400)\nlibbpf: prog \'accel_msg\': failed to relocate: No such process';
   assert.equal(loadRefusal(v61), 'this kernel cannot run sidecar-accel: its BTF lacks struct sk_psock.msg_tot_len, which the programs read');
   assert.doesNotMatch(loadRefusal('bpf_object__load: Permission denied (EPERM)'), /\n/);
+  // What Debian's 5.10.262 says first about this object (kernel matrix).
+  assert.match(loadRefusal('libbpf: prog \'accel_sockops\': -- BEGIN PROG LOAD LOG --\nfunc#0 @0\nBPF_STX uses reserved fields\n-- END PROG LOAD LOG --'), /^this kernel cannot run sidecar-accel: its BPF verifier lacks atomic fetch operations/);
 });

@@ -56,6 +56,12 @@ if [ "$rc" != 0 ] && command -v bpftool > /dev/null; then
   rm -rf /sys/fs/bpf/kmatrix-diag
 fi
 
+# A kernel that refused the object has no datapath to test: its suites are not run.
+if [ "$rc" != 0 ]; then
+  con "KMATRIX-DONE refused"
+  exit 0
+fi
+
 # One run of the guest command per suite; KMATRIX_FILTER holds its filters.
 i=0
 while IFS= read -r filter; do
