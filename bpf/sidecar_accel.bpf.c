@@ -442,6 +442,24 @@ static __always_inline bool cross_pod_allowed(const struct accel_netns_policy *p
 }
 
 /*
+ * I5: out of sock_hash, and so back to plain TCP, only with nothing
+ * redirected to it unread (leaving frees the psock's queue), under its own
+ * lock (the callers are sockops callbacks). False when it must stay.
+ */
+static __always_inline bool leave_sockhash(struct sock_state *st, struct tcp_sock *tp)
+{
+	struct sk_psock *psock = psock_of(tp);
+
+	if (!psock || !ingress_empty(psock))
+		return false;
+	if (bpf_map_delete_elem(&sock_hash, &st->key))
+		return false;
+	bpf_map_delete_elem(&peer_info, &st->key);
+	st->flags &= ~SOCK_REGISTERED;
+	return true;
+}
+
+/*
  * The first RTT sample after ESTABLISHED is an ACK of data this socket sent
  * over TCP (a paired socket sends none). A socket in the sockhash sends
  * through the psock's slower path; if it can never pair, it goes back to
@@ -453,7 +471,6 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 	struct accel_peer_info *info;
 	struct sock_state *st;
 	struct bpf_sock *sk = skops->sk;
-	struct sk_psock *psock;
 	struct tcp_sock *tp;
 
 	/* One look is enough: what this socket is does not change later. */
@@ -482,16 +499,8 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 	 * this callback holds, so the check cannot race with a redirect.
 	 */
 	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return;
-	psock = psock_of(tp);
-	if (!psock || !ingress_empty(psock))
-		return;
-	if (bpf_map_delete_elem(&sock_hash, &st->key))
-		return;
-	bpf_map_delete_elem(&peer_info, &st->key);
-	st->flags &= ~SOCK_REGISTERED;
-	count(st->netns_cookie, ACCEL_CNT_SOCKETS_RELEASED, 1);
+	if (tp && leave_sockhash(st, tp))
+		count(st->netns_cookie, ACCEL_CNT_SOCKETS_RELEASED, 1);
 }
 
 /*
@@ -505,19 +514,11 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
  */
 static __always_inline void withdraw(struct sock_state *st, struct tcp_sock *tp)
 {
-	struct sk_psock *psock;
-
 	if (!(st->flags & SOCK_TURNED_BLOCKING)) {
 		st->flags |= SOCK_TURNED_BLOCKING;
 		count(st->netns_cookie, ACCEL_CNT_FALLBACK_TURNED_BLOCKING, 1);
 	}
-	psock = psock_of(tp);
-	if (!psock || !ingress_empty(psock))
-		return;
-	if (bpf_map_delete_elem(&sock_hash, &st->key))
-		return;
-	bpf_map_delete_elem(&peer_info, &st->key);
-	st->flags &= ~SOCK_REGISTERED;
+	leave_sockhash(st, tp);
 }
 
 /*
