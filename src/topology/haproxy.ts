@@ -1,6 +1,7 @@
 // HAProxy configuration of a sidecar: Envoy's two listeners in TCP mode.
 // Splicing stays off (nosplice): a receiver reading with splice() stalls on
 // redirected bytes (DESIGN.md 4, kernel facts).
+import fs from 'node:fs';
 
 export interface SidecarRoutes {
   /** Where outbound (15001) connections go, "host:port" per family. */
@@ -18,13 +19,24 @@ export interface SidecarRoutes {
   tlsPem?: string;
 }
 
+/**
+ * Connections a sidecar may hold: two descriptors each, within the open-file
+ * hard limit it inherits (started unprivileged, it cannot raise it; a qemu
+ * guest of the kernel matrix has 4096).
+ */
+export function sidecarMaxconn(limits = fs.readFileSync('/proc/self/limits', 'utf8')): number {
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
+  const n = hard === undefined || hard === 'unlimited' ? Infinity : Number(hard);
+  return Math.max(64, Math.min(8000, Math.floor((n - 64) / 2)));
+}
+
 export function haproxyConfig(routes: SidecarRoutes, pod: { ip4: string; ip6: string }, pidFile: string): string {
   const lines = [
     // Started as the proxy uid (Pod.startSidecar), as Istio starts Envoy: its
     // listeners, and so the sockets they accept, belong to that uid.
     'global',
     `  pidfile ${pidFile}`,
-    '  maxconn 8000',
+    `  maxconn ${sidecarMaxconn()}`,
     '  nbthread 1',
     '  nosplice',
     'defaults',

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseMounts, cgroup2Root, bpffsContaining, MountError } from '../../src/datapath/mounts.js';
 import { istioCaptureRules } from '../../src/topology/istio-rules.js';
-import { haproxyConfig } from '../../src/topology/haproxy.js';
+import { sidecarMaxconn, haproxyConfig } from '../../src/topology/haproxy.js';
 
 const HYBRID = `tmpfs /sys/fs/cgroup tmpfs rw 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0
@@ -50,4 +50,12 @@ test('the sidecar config never splices, sends inbound from 127.0.0.6 and drops n
     assert.ok(cfg.split('\n').includes(line), line);
   }
   assert.ok(!/option splice/.test(cfg));
+});
+
+test('a sidecar holds as many connections as its inherited open-file hard limit allows (it cannot raise it)', () => {
+  const limits = (hard: string) => `Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 ${hard}                files\n`;
+  assert.equal(sidecarMaxconn(limits('4096')), 2016);
+  assert.equal(sidecarMaxconn(limits('1048576')), 8000);
+  assert.equal(sidecarMaxconn(limits('unlimited')), 8000);
+  assert.equal(sidecarMaxconn(limits('100')), 64);
 });
