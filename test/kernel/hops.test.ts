@@ -71,9 +71,11 @@ async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: num
   return { hops: found, segs, msgs, delta: countersDelta(m.counters(), countersBefore) };
 }
 
-function assertRedirected(h: Hop): void {
+/** Every byte of the hop's both ends redirected; the counters say why when not. */
+function assertRedirected(h: Hop, delta: Counters): void {
+  const why = Object.entries(delta).filter(([, v]) => v !== 0n).map(([k, v]) => `${k} ${v}`).join(', ');
   for (const [end, s] of [['client', h.client], ['server', h.server]] as const) {
-    assert.equal(s.dataSegsOut, 0, `${h.name}: ${end} ${s.local} sent ${s.dataSegsOut} TCP data segments (${s.bytesSent} bytes)`);
+    assert.equal(s.dataSegsOut, 0, `${h.name}: ${end} ${s.local} sent ${s.dataSegsOut} TCP data segments (${s.bytesSent} bytes); counters: ${why}`);
   }
 }
 
@@ -89,9 +91,9 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
     const m = await Mesh.create({ label: 'hops' });
     try {
       const r = await runHeld(m, 4);
-      assertRedirected(r.hops[0]!);
+      assertRedirected(r.hops[0]!, r.delta);
       assertOverTcp(r.hops[1]!);
-      assertRedirected(r.hops[2]!);
+      assertRedirected(r.hops[2]!, r.delta);
       assert.ok(r.delta.fallbackCrossPod > 0n, 'the cross-pod hop was refused for the flag');
       // Both ends of the cross-pod hop left the sockhash after their first
       // ACK: the rest of that connection ran on plain TCP, intact.
@@ -107,7 +109,7 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
     try {
       m.dp.enable(m.cookieA);
       const r = await runHeld(m, 4);
-      assertRedirected(r.hops[0]!);
+      assertRedirected(r.hops[0]!, r.delta);
       assertOverTcp(r.hops[1]!);
       assertOverTcp(r.hops[2]!);
       const c = r.delta;
@@ -124,9 +126,9 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       m.dp.enable(m.cookieA, { crossPod: true });
       m.dp.enable(m.cookieB, { crossPod: false });
       const r = await runHeld(m, 4);
-      assertRedirected(r.hops[0]!);
+      assertRedirected(r.hops[0]!, r.delta);
       assertOverTcp(r.hops[1]!);
-      assertRedirected(r.hops[2]!);
+      assertRedirected(r.hops[2]!, r.delta);
       const c = r.delta;
       assert.ok(c.fallbackCrossPod > 0n, 'the cross-pod hop was refused');
       assert.equal(c.socketsReleased, 2n, 'both ends of the refused hop went back to TCP');
@@ -140,7 +142,7 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       const m = await Mesh.create({ label: `hopx${family}`, crossPod: true });
       try {
         const r = await runHeld(m, family);
-        for (const h of r.hops) assertRedirected(h);
+        for (const h of r.hops) assertRedirected(h, r.delta);
         assert.equal(r.delta.socketsReleased, 0n, 'a paired socket is never released');
         // Only handshakes and FINs remain on the wire: a few segments per socket
         // against thousands of messages redirected.
