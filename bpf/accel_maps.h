@@ -103,6 +103,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_UNKNOWN_READER, /* accepted on a listener not (yet) seen event-driven */
 	ACCEL_CNT_FALLBACK_TURNED_BLOCKING, /* registered, then made blocking: withdrawn to plain TCP */
 	ACCEL_CNT_FALLBACK_SIDECAR_ONLY, /* an application's socket on a kernel in sidecar-only mode */
+	ACCEL_CNT_FALLBACK_MEMORY_PRESSURE, /* TCP memory under pressure: the kernel could refuse the redirect */
 	ACCEL_CNT_MAX
 };
 

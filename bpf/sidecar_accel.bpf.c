@@ -609,6 +609,32 @@ int accel_sockops(struct bpf_sock_ops *skops)
 }
 
 /*
+ * Under TCP memory pressure (tcp_mem's second value passed, or the kernel's
+ * own pressure flag) the charge bpf_tcp_ingress makes may fail: the sender
+ * then gets ENOMEM or EPIPE (7.2, 6.18), or its bytes are lost (6.12), where
+ * TCP would hold the writer back and retransmit. Seen with tcp_mem lowered on
+ * 6.18 and in a 3 GiB guest on 6.12.118. So the message goes over TCP then.
+ */
+static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
+{
+	struct proto *prot = BPF_CORE_READ(psk, __sk_common.skc_prot);
+	unsigned long *pressure_flag = BPF_CORE_READ(prot, memory_pressure);
+	atomic_long_t *allocated_p = BPF_CORE_READ(prot, memory_allocated);
+	long *limits = BPF_CORE_READ(prot, sysctl_mem);
+	unsigned long flag = 0;
+	long allocated = 0, pressure = 0;
+
+	if (!allocated_p || !limits)
+		return false;
+	if (pressure_flag && !bpf_probe_read_kernel(&flag, sizeof(flag), pressure_flag) && flag)
+		return true;
+	if (bpf_probe_read_kernel(&allocated, sizeof(allocated), &allocated_p->counter) ||
+	    bpf_probe_read_kernel(&pressure, sizeof(pressure), &limits[1]))
+		return true;
+	return allocated + (size >> 12) + 1 > pressure;
+}
+
+/*
  * The peer may take this message: enabled, no ULP, room in its queue (I3, I4).
  * Returns ACCEL_CNT_MAX to allow, else the fallback counter that refused.
  */
@@ -658,6 +684,8 @@ static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key,
 	}
 	if (rcvbuf <= 0 || (__u64)queued + size > (__u64)rcvbuf)
 		return ACCEL_CNT_FALLBACK_BACKPRESSURE;
+	if (tcp_memory_tight(psk, size))
+		return ACCEL_CNT_FALLBACK_MEMORY_PRESSURE;
 	return ACCEL_CNT_MAX;
 }
 

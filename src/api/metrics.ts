@@ -25,6 +25,8 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackTurnedBlocking', 'turned_blocking'],
   // The self-test put this kernel in sidecar-only mode.
   ['fallbackSidecarOnly', 'sidecar_only_kernel'],
+  // TCP memory under pressure: the kernel could refuse to charge a redirect.
+  ['fallbackMemoryPressure', 'memory_pressure'],
 ];
 
 export class AgentMetrics {

@@ -23,7 +23,7 @@ export const COUNTER_NAMES = [
   'redirectedMessages', 'redirectedBytes', 'tcpMessages',
   'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
   'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict', 'fallbackCrossPod',
-  'socketsReleased', 'fallbackBlocking', 'fallbackUnknownReader', 'fallbackTurnedBlocking', 'fallbackSidecarOnly',
+  'socketsReleased', 'fallbackBlocking', 'fallbackUnknownReader', 'fallbackTurnedBlocking', 'fallbackSidecarOnly', 'fallbackMemoryPressure',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, bigint>;

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { useMesh, APP_PORT } from './mesh.js';
 import { kernelSkip } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
+import fs from 'node:fs';
+import { countersDelta } from '../../src/datapath/layout.js';
 
 const MiB = 1 << 20;
 
@@ -37,4 +39,34 @@ describe('byte-stream integrity', { skip: kernelSkip }, () => {
       srv.child.kill('SIGKILL');
     });
   }
+});
+
+// tcp_mem is one setting for the whole machine: lowered for this test only,
+// restored in its finally. Under pressure the kernel may refuse to charge a
+// redirect (ENOMEM or EPIPE to the sender, or lost bytes on 6.12): the
+// datapath must fall back to TCP first, which holds the writer back instead.
+describe('byte-stream integrity under TCP memory pressure', { skip: kernelSkip }, () => {
+  const mesh = useMesh({ label: 'tmem', crossPod: true });
+
+  test('tcp_mem pressure: every byte arrives, no application sees an error, the fallback is counted', async () => {
+    const file = '/proc/sys/net/ipv4/tcp_mem';
+    const saved = fs.readFileSync(file, 'utf8');
+    const before = mesh().counters();
+    try {
+      fs.writeFileSync(file, '4000 6000 8000'); // pages: pressure from 24 MiB of TCP memory on
+      const srv = mesh().startPeer(mesh().b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', String(16 * MiB), '--max-write', String(4 * MiB)]);
+      await srv.ready();
+      await mesh().learnListener();
+      const cli = mesh().startPeer(mesh().a, ['client', '--connect', mesh().vip(), '--bytes', String(16 * MiB),
+        '--conns', '4', '--concurrency', '4', '--max-write', String(4 * MiB)]);
+      const lines = await cli.finished();
+      await srv.waitFor(() => srv.objects.filter((x) => x.role === 'server').length >= 4, 'all server reports');
+      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), 4);
+      srv.child.kill('SIGKILL');
+    } finally {
+      fs.writeFileSync(file, saved);
+    }
+    const d = countersDelta(mesh().counters(), before);
+    assert.ok(d.fallbackMemoryPressure > 0n, `the pressure never refused a redirect: ${JSON.stringify(d, (_, v) => typeof v === 'bigint' ? String(v) : v)}`);
+  });
 });
