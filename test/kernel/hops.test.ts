@@ -50,6 +50,11 @@ async function hops(m: Mesh, family: 4 | 6): Promise<Hop[]> {
 async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: number; msgs: bigint; delta: Counters }> {
   const srv = m.startPeer(m.b, ['server', '--listen', family === 4 ? `0.0.0.0:${APP_PORT}` : `[::]:${APP_PORT}`, '--bytes', String(BYTES), '--end-after-peer', '1', '--expect', String(BYTES)]);
   await srv.ready();
+  // The redirect bound is what TCP allows a receiver (tcp_rmem's maximum):
+  // 32 MiB in both pods, so the 20 MB each way never reaches it even with a
+  // slow (emulated) reader, and every hop stays redirected. (Debian's default
+  // is 6 MiB: past it the direction goes to TCP, by design, DESIGN.md 4.3.)
+  for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_rmem=4096 131072 33554432']);
   await m.learnListener(m.a, m.vip(family));
   const segsBefore = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b));
   const countersBefore = m.counters();
