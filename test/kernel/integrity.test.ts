@@ -53,7 +53,7 @@ describe('byte-stream integrity under TCP memory pressure', { skip: kernelSkip }
     const saved = fs.readFileSync(file, 'utf8');
     const before = mesh().counters();
     try {
-      fs.writeFileSync(file, '4000 6000 8000'); // pages: pressure from 24 MiB of TCP memory on
+      fs.writeFileSync(file, '4000 6000 32000'); // pages: pressure from 24 MiB on, the hard limit at 125 MiB (far enough that plain TCP does not run out)
       const srv = mesh().startPeer(mesh().b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', String(16 * MiB), '--max-write', String(4 * MiB)]);
       await srv.ready();
       await mesh().learnListener();
