@@ -609,11 +609,12 @@ int accel_sockops(struct bpf_sock_ops *skops)
 }
 
 /*
- * Under TCP memory pressure (tcp_mem's second value passed, or the kernel's
- * own pressure flag) the charge bpf_tcp_ingress makes may fail: the sender
- * then gets ENOMEM or EPIPE (7.2, 6.18), or its bytes are lost (6.12), where
- * TCP would hold the writer back and retransmit. Seen with tcp_mem lowered on
- * 6.18 and in a 3 GiB guest on 6.12.118. So the message goes over TCP then.
+ * Near TCP memory pressure (tcp_mem's second value, less a margin for the
+ * per-CPU reserves the global count lags by, or the kernel's own pressure
+ * flag) the charge bpf_tcp_ingress makes may fail: the sender then gets
+ * ENOMEM or EPIPE, or its bytes are lost (6.12, and 6.18 with tcp_mem
+ * lowered), where TCP would hold the writer back and retransmit. Seen in a
+ * 3 GiB guest on 6.12.118. So the message goes over TCP then.
  */
 static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
 {
@@ -631,7 +632,8 @@ static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
 	if (bpf_probe_read_kernel(&allocated, sizeof(allocated), &allocated_p->counter) ||
 	    bpf_probe_read_kernel(&pressure, sizeof(pressure), &limits[1]))
 		return true;
-	return allocated + (size >> 12) + 1 > pressure;
+	/* Per-CPU reserves make the global count lag: keep a margin of 1/8. */
+	return allocated + (size >> 12) + 1 > pressure - (pressure >> 3);
 }
 
 /*
