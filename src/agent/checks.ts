@@ -34,8 +34,6 @@ export function checkCapabilities(caps = effectiveCaps()): void {
 
 /** Minimum kernel for the helpers the programs call (bpf_get_netns_cookie in sockops/sk_msg: 5.15). */
 export const MIN_KERNEL: [number, number] = [5, 15];
-/** From this major version on the agent refuses: bytes were lost on 7.2.13 (README, Kernels). */
-export const REFUSED_FROM: [number] = [7];
 
 export function checkKernel(release = fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()): void {
   const m = /^(\d+)\.(\d+)/.exec(release);
@@ -43,9 +41,6 @@ export function checkKernel(release = fs.readFileSync('/proc/sys/kernel/osreleas
   const [maj, min] = [Number(m[1]), Number(m[2])];
   if (maj < MIN_KERNEL[0] || (maj === MIN_KERNEL[0] && min < MIN_KERNEL[1])) {
     throw new StartupError(`kernel ${release} is too old: the programs need ${MIN_KERNEL.join('.')}+ (bpf_get_netns_cookie in sockops and sk_msg); 6.18 is the verified kernel`);
-  }
-  if (maj >= REFUSED_FROM[0]) {
-    throw new StartupError(`kernel ${release} is refused: on Debian's 7.2.13 a stream through both sidecars lost bytes in the kernel matrix (npm run test:kernels), not yet explained; the verified kernels are 6.1 to 6.18`);
   }
   if (!fs.existsSync('/sys/kernel/btf/vmlinux')) {
     throw new StartupError('kernel has no BTF (/sys/kernel/btf/vmlinux): the programs use CO-RE and need CONFIG_DEBUG_INFO_BTF');
