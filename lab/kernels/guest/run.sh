@@ -15,7 +15,8 @@ off() {
 }
 trap off EXIT
 
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays the overlay's (already writable, on tmpfs): a tmpfs mounted over it
+# would hide a project checked out under /tmp, as a CI clone may be.
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
