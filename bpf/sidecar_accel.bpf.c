@@ -222,13 +222,12 @@ static __always_inline struct accel_listener_key listener_key(__u64 netns, __u16
  * application's is registered only when its listener's accepted sockets
  * were seen non-blocking and never blocking.
  */
-static __always_inline __u32 reader_refusal(struct tcp_sock *tp, __u8 role, __u64 netns, __u16 port,
-					    bool sidecar)
+static __always_inline __u32 reader_refusal(int style, __u8 role, __u64 netns, __u16 port, bool sidecar)
 {
 	struct accel_listener_key lk;
 	__u32 *seen;
 
-	switch (reader_style((struct sock *)tp)) {
+	switch (style) {
 	case READER_NONBLOCKING:
 		return ACCEL_CNT_MAX;
 	case READER_BLOCKING:
@@ -258,6 +257,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	__u32 zero = 0, refusal;
 	__u16 port;
 	bool v4, sidecar;
+	int style;
 
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return;
@@ -305,15 +305,17 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	st->key.role = role;
 	if (!sidecar)
 		st->flags |= SOCK_APP;
-	refusal = reader_refusal(tp, role, netns, port, sidecar);
-	if (reader_style((struct sock *)tp) == READER_NONBLOCKING)
+	style = reader_style((struct sock *)tp);
+	refusal = reader_refusal(style, role, netns, port, sidecar);
+	if (style == READER_NONBLOCKING)
 		st->flags |= SOCK_SEEN_NONBLOCKING;
 	if (refusal < ACCEL_CNT_MAX) {
 		count(netns, refusal, 1);
-		/* Its first send with a file attached teaches how this listener's sockets are read. */
-		if (refusal == ACCEL_CNT_FALLBACK_UNKNOWN_READER ||
-		    (refusal == ACCEL_CNT_FALLBACK_BLOCKING && role == ACCEL_ROLE_SERVER && !sidecar &&
-		     reader_style((struct sock *)tp) == READER_UNKNOWN)) {
+		/*
+		 * Its first send with a file attached teaches how this listener's
+		 * sockets are read (a listener seen blocking stays so: nothing to learn).
+		 */
+		if (refusal == ACCEL_CNT_FALLBACK_UNKNOWN_READER) {
 			st->flags |= SOCK_LEARN;
 			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 							 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
@@ -512,12 +514,17 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
  * read on it still ends in EAGAIN: the window is from its fcntl() to its
  * next segment, and no hook runs at fcntl() (README, limitations).
  */
-static __always_inline void withdraw(struct sock_state *st, struct tcp_sock *tp)
+static __always_inline void mark_turned_blocking(struct sock_state *st)
 {
 	if (!(st->flags & SOCK_TURNED_BLOCKING)) {
 		st->flags |= SOCK_TURNED_BLOCKING;
 		count(st->netns_cookie, ACCEL_CNT_FALLBACK_TURNED_BLOCKING, 1);
 	}
+}
+
+static __always_inline void withdraw(struct sock_state *st, struct tcp_sock *tp)
+{
+	mark_turned_blocking(st);
 	leave_sockhash(st, tp);
 }
 
@@ -551,10 +558,10 @@ static __always_inline void observe_reader(struct bpf_sock_ops *skops)
 	if (style == READER_NONBLOCKING)
 		st->flags |= SOCK_SEEN_NONBLOCKING;
 	data = skops->skb_len > 0;
+	lk = listener_key(st->netns_cookie, (__u16)skops->local_port);
 	if ((st->flags & SOCK_LEARN) && data) {
 		st->flags &= ~SOCK_LEARN;
 		bit = style == READER_BLOCKING ? ACCEL_LISTENER_BLOCKING : ACCEL_LISTENER_NONBLOCKING;
-		lk = listener_key(st->netns_cookie, (__u16)skops->local_port);
 		seen = bpf_map_lookup_elem(&listener_style, &lk);
 		if (seen)
 			__sync_fetch_and_or(seen, bit);
@@ -567,7 +574,6 @@ static __always_inline void observe_reader(struct bpf_sock_ops *skops)
 		/* A listener whose socket turned out blocking is never trusted again. */
 		if (st->key.role == ACCEL_ROLE_SERVER) {
 			bit = ACCEL_LISTENER_BLOCKING;
-			lk = listener_key(st->netns_cookie, (__u16)skops->local_port);
 			bpf_map_update_elem(&listener_style, &lk, &bit, BPF_ANY);
 		}
 		withdraw(st, tp);
@@ -737,10 +743,8 @@ int accel_msg(struct sk_msg_md *msg)
 
 		if (style == READER_NONBLOCKING && !(st->flags & SOCK_SEEN_NONBLOCKING))
 			st->flags |= SOCK_SEEN_NONBLOCKING;
-		if (style == READER_BLOCKING && !(st->flags & SOCK_TURNED_BLOCKING)) {
-			st->flags |= SOCK_TURNED_BLOCKING;
-			count(netns, ACCEL_CNT_FALLBACK_TURNED_BLOCKING, 1);
-		}
+		if (style == READER_BLOCKING)
+			mark_turned_blocking(st);
 	}
 	if (st->flags & SOCK_TURNED_BLOCKING)
 		return SK_PASS;

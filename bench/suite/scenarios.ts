@@ -3,7 +3,7 @@
 import type { Pod } from '../../src/topology/topology.js';
 import { SERVICE_VIP4 } from '../../src/topology/topology.js';
 import { SERVICE_PORT } from '../../src/topology/pair.js';
-import { httpGet, iperfStream, rrClient, startIperfServer, startRrServer, withServer, wrkHttp, type RrAddress } from '../../src/measure/tools.js';
+import { httpGet, iperfStream, rrClient, startAnsweredRr, startIperfServer, withServer, wrkHttp, type RrAddress } from '../../src/measure/tools.js';
 import type { LineProcess } from '../../src/util/lines.js';
 import { APP_PORT, PLAIN_HTTP_PORT, type BenchPods, type PodPair } from './pods.js';
 
@@ -90,8 +90,7 @@ export function exchangeOf(s: Scenario, pods: BenchPods): Exchange {
       switch (point.workload) {
         case 'rr':
         case 'crr':
-          server = await startRrServer(pair.server, listen);
-          await rrClient(pair.client, byPath.target, { conns: 1, size: 1, seconds: 0.05 });
+          server = await startAnsweredRr('server', pair.server, listen, pair.client, byPath.target);
           return;
         case 'http':
           await httpGet(s.path === 'mesh' ? pods.http.client : pair.client, byPath.httpUrl);

@@ -263,13 +263,14 @@ export class Agent {
   }
 
   stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; sidecarOnly: boolean; kernelMode: SelfTestMode; xds: XdsHealth | null; workloads: { namespace: string; name: string; counters: Counters | null }[] } {
+    const cfg = this.dp.config();
     return {
       xds: this.sources.xds?.health() ?? null,
       node: this.dp.counters(),
       generation: this.dp.generation,
       attached: this.dp.linked,
-      crossPod: this.dp.config().crossPod,
-      sidecarOnly: this.dp.config().sidecarOnly,
+      crossPod: cfg.crossPod,
+      sidecarOnly: cfg.sidecarOnly,
       kernelMode: this.kernelMode,
       workloads: this.workloads().map((w) => ({
         namespace: w.namespace, name: w.name, counters: w.netnsCookie ? this.dp.netnsCounters(BigInt(w.netnsCookie)) : null,

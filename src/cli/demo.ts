@@ -11,7 +11,7 @@ import { createSidecarPair, APP_PORT, SERVICE_PORT, type SidecarPair } from '../
 import { SERVICE_VIP4 } from '../topology/topology.js';
 import { runCleanly } from './interruptible.js';
 import { applyAgentConfig } from '../agent/apply-config.js';
-import { rrClient, rrStream, startRrServer, startRrSink, withServer } from '../measure/tools.js';
+import { rrClient, rrStream, startAnsweredRr, withServer } from '../measure/tools.js';
 import { Progress } from './progress.js';
 
 type Mode = 'iptables' | 'accel' | 'accel-crosspod';
@@ -90,18 +90,12 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         // The sidecars route to the app port: its servers take turns on it.
         const service = { tcp: SERVICE_VIP4, port: SERVICE_PORT };
         const listen = { tcp: '0.0.0.0', port: APP_PORT };
-        const rr = await withServer(async () => {
-          const s = await startRrServer(p.b, listen);
-          await rrClient(p.a, service, { conns: 1, size: 1, seconds: 0.05 });
-          return s;
-        }, () => rrClient(p.a, service, { conns: 1, size: 64, seconds: opts.seconds }));
+        const rr = await withServer(() => startAnsweredRr('server', p.b, listen, p.a, service),
+          () => rrClient(p.a, service, { conns: 1, size: 64, seconds: opts.seconds }));
         const lat = { p50: rr.p50_us, p99: rr.p99_us };
         progress.start(`round ${round}/${opts.rounds} ${mode}: throughput`, opts.seconds);
-        const gbps = await withServer(async () => {
-          const s = await startRrSink(p.b, listen);
-          await rrStream(p.a, service, 0.05);
-          return s;
-        }, () => rrStream(p.a, service, opts.seconds));
+        const gbps = await withServer(() => startAnsweredRr('sink', p.b, listen, p.a, service),
+          () => rrStream(p.a, service, opts.seconds));
         progress.done();
         const redirected = a.dp.counters().redirectedMessages - before;
         samples.push({ mode, lat, gbps, redirected });

@@ -104,6 +104,24 @@ export async function startRrSink(pod: Pod, at: RrAddress): Promise<LineProcess>
   return p;
 }
 
+/**
+ * An rr server (or sink) that has answered once, from `client` to `to`, as a
+ * running server has: sidecar-accel pairs an application's accepted sockets
+ * once their listener was seen reading non-blocking (I6 in bpf/). Stopped
+ * again if that first exchange fails.
+ */
+export async function startAnsweredRr(kind: 'server' | 'sink', server: Pod, at: RrAddress, client: Pod, to: RrAddress): Promise<LineProcess> {
+  const p = kind === 'server' ? await startRrServer(server, at) : await startRrSink(server, at);
+  try {
+    if (kind === 'server') await rrClient(client, to, { conns: 1, size: 1, seconds: 0.05 });
+    else await rrStream(client, to, 0.05);
+  } catch (e) {
+    p.child.kill('SIGKILL');
+    throw e;
+  }
+  return p;
+}
+
 /** One non-blocking bulk stream to an rr sink for `seconds`; Gbit/s as the sink counted it. */
 export async function rrStream(pod: Pod, to: RrAddress, seconds: number): Promise<number> {
   const p = new LineProcess(pod.spawn(RR_BIN, ['client', ...rrAddressArgs(to), '-t', String(seconds), '--stream']));
