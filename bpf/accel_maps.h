@@ -104,6 +104,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_TURNED_BLOCKING, /* registered, then made blocking: withdrawn to plain TCP */
 	ACCEL_CNT_FALLBACK_SIDECAR_ONLY, /* an application's socket on a kernel in sidecar-only mode */
 	ACCEL_CNT_FALLBACK_MEMORY_PRESSURE, /* TCP memory under pressure: the kernel could refuse the redirect */
+	ACCEL_CNT_TCP_HELD_BACK,         /* TCP segments not accepted while redirected bytes were unread (I7) */
 	ACCEL_CNT_MAX
 };
 

@@ -45,6 +45,9 @@
 #define TCP_KEEPIDLE 4
 #define TCP_KEEPINTVL 5
 #define O_NONBLOCK 04000
+#define ETH_P_IP 0x0800
+#define RCV_SHUTDOWN 1
+#define ETH_P_IPV6 0x86DD
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -779,4 +782,74 @@ int accel_msg(struct sk_msg_md *msg)
 		count(netns, ACCEL_CNT_REDIRECTED_BYTES, msg->size);
 	}
 	return ret;
+}
+
+/*
+ * I7: a reader holds bytes in one queue at a time. After its peer's direction
+ * fell back to TCP (backpressure, memory pressure, disable), the reader may
+ * still have redirected bytes unread in its psock. A read then returns only
+ * those (tcp_bpf_recvmsg serves the psock queue first and stops there), so
+ * with the TCP bytes and even the FIN already queued behind them, the read
+ * is short while epoll reports RDHUP: event loops (HAProxy, libuv) take that
+ * for the end of the stream and drop the rest, and an edge-triggered reader
+ * that stops at a short read waits for an edge that never comes. So a TCP
+ * segment carrying data or a FIN into such a socket is not accepted until
+ * its psock queue is read: TCP's retransmission brings it again, and then
+ * every byte comes from the TCP queue, in order, after the redirected ones.
+ * Pure ACKs and RSTs pass.
+ */
+SEC("cgroup_skb/ingress")
+int accel_ingress(struct __sk_buff *skb)
+{
+	struct accel_peer_info *info;
+	struct sock_state *st;
+	struct sk_psock *psock;
+	struct sock *reader;
+	struct bpf_sock *sk;
+	__u32 ip_len, tcp_off;
+	__u8 b[2];
+
+	sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		return 1;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & SOCK_REGISTERED))
+		return 1;
+	info = bpf_map_lookup_elem(&peer_info, &st->key);
+	if (!info || !info->psock)
+		return 1;
+	psock = (struct sk_psock *)info->psock;
+	if (ingress_empty(psock))
+		return 1;
+	/*
+	 * A reader that shut its read side down (shutdown(SHUT_RD)) already
+	 * sees RDHUP and may never read: TCP takes its peer's bytes and FIN.
+	 */
+	reader = BPF_CORE_READ(psock, sk);
+	if (!reader || (BPF_CORE_READ_BITFIELD_PROBED(reader, sk_shutdown) & RCV_SHUTDOWN))
+		return 1;
+	/* Only what TCP would queue for reading: payload or a FIN. */
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 0, b, 1))
+			return 1;
+		ip_len = (b[0] & 0x0f) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, 6, b, 1) || b[0] != IPPROTO_TCP)
+			return 1; /* extension headers: not on a pod's own paths */
+		ip_len = 40;
+	} else {
+		return 1;
+	}
+	tcp_off = ip_len + 12;
+	if (bpf_skb_load_bytes(skb, tcp_off, b, 2))
+		return 1;
+	if (b[1] & 0x04) /* RST */
+		return 1;
+	if (skb->len <= ip_len + (b[0] >> 4) * 4 && !(b[1] & 0x01 /* FIN */))
+		return 1;
+	count(st->netns_cookie, ACCEL_CNT_TCP_HELD_BACK, 1);
+	return 0;
 }

@@ -58,6 +58,7 @@ int DupCloexec(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }
 enum bpf_attach_type AttachType(Napi::Env env, const std::string &name) {
   if (name == "cgroup_sock_ops") return BPF_CGROUP_SOCK_OPS;
   if (name == "sk_msg_verdict") return BPF_SK_MSG_VERDICT;
+  if (name == "cgroup_inet_ingress") return BPF_CGROUP_INET_INGRESS;
   throw Napi::TypeError::New(env, "unknown attach type: " + name);
 }
 

@@ -50,6 +50,7 @@ export class AgentMetrics {
     kernel('sidecar_accel_redirected_messages_total', 'Messages moved straight into the peer socket.', (c) => c.redirectedMessages);
     kernel('sidecar_accel_redirected_bytes_total', 'Bytes moved straight into the peer socket.', (c) => c.redirectedBytes);
     kernel('sidecar_accel_sockets_registered_total', 'Established sockets of enabled pods registered for pairing.', (c) => c.socketsRegistered);
+    kernel('sidecar_accel_tcp_segments_held_back_total', 'TCP segments not accepted (retransmitted later) while their reader still had redirected bytes unread, after its peer fell back to TCP.', (c) => c.tcpHeldBack);
     kernel('sidecar_accel_sockets_released_total', 'Registered sockets that sent over TCP and could never pair, handed back to plain TCP.', (c) => c.socketsReleased);
     new client.Counter({
       name: 'sidecar_accel_fallbacks_total', help: 'Sockets or directions left on or moved to TCP, by reason.',

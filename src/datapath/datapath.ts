@@ -26,7 +26,13 @@ const MAP_NAMES = [
 type MapName = (typeof MAP_NAMES)[number];
 const PROG_SOCKOPS = 'accel_sockops';
 const PROG_MSG = 'accel_msg';
+const PROG_INGRESS = 'accel_ingress';
 const LINK_PIN = 'link_sockops';
+/**
+ * The ingress gate (I7 in bpf/) stays linked while a generation drains: its
+ * paired sockets still need it after an upgrade retired the sockops link.
+ */
+const INGRESS_LINK_PIN = 'link_ingress';
 
 export interface DatapathOptions {
   /** The compiled BPF object; default build/bpf/sidecar_accel.bpf.o. */
@@ -48,9 +54,11 @@ export interface Attachment {
   cgroupPath: string;
   sockopsLinked: boolean;
   skMsgAttached: boolean;
+  /** The cgroup_skb ingress gate (a reader's two queues, I7) is linked. */
+  ingressLinked: boolean;
   /** Every program id linked to the cgroup for sockops, ours and others'. */
   cgroupSockopsProgIds: number[];
-  ourProgIds: { sockops: number; msg: number };
+  ourProgIds: { sockops: number; msg: number; ingress: number };
 }
 
 /**
@@ -101,8 +109,9 @@ export class Datapath {
     /** True when this open adopted pins left by an earlier process. */
     readonly adopted: boolean,
     private readonly maps: Record<MapName, number>,
-    private readonly progs: { sockops: number; msg: number },
+    private readonly progs: { sockops: number; msg: number; ingress: number },
     private link: number,
+    private ingressLink: number,
   ) {
     this.n = native();
     this.cpus = this.n.possibleCpus();
@@ -154,6 +163,7 @@ export class Datapath {
     const fds = [...Object.values(loaded.maps), ...Object.values(loaded.progs)];
     const pinned: string[] = [];
     let link = -1;
+    let ingressLink = -1;
     let msgAttached = false;
     try {
       const maps = {} as Record<MapName, number>;
@@ -164,11 +174,14 @@ export class Datapath {
       }
       const sockops = loaded.progs[PROG_SOCKOPS];
       const msg = loaded.progs[PROG_MSG];
-      if (sockops === undefined || msg === undefined) throw new DatapathError('BPF object lacks its programs');
+      const ingress = loaded.progs[PROG_INGRESS];
+      if (sockops === undefined || msg === undefined || ingress === undefined) throw new DatapathError('BPF object lacks its programs');
       // Settings before attach: a program that runs sees a complete config.
       n.mapUpdate(maps.accel_cfg, encodeU32(0), encodeConfig({ crossPod: false, keepaliveIdleSeconds: 0 }), BPF_ANY);
       n.progAttach(msg, maps.sock_hash, 'sk_msg_verdict');
       msgAttached = true;
+      // The gate before the sockops link: no socket registers without it.
+      ingressLink = n.linkCgroup(ingress, cgroupPath, 'cgroup_inet_ingress');
       link = n.linkCgroup(sockops, cgroupPath, 'cgroup_sock_ops');
       fs.mkdirSync(pinDir, { recursive: true, mode: 0o700 });
       const pin = (fd: number, name: string) => {
@@ -179,12 +192,14 @@ export class Datapath {
       for (const name of MAP_NAMES) pin(maps[name], `map_${name}`);
       pin(sockops, `prog_${PROG_SOCKOPS}`);
       pin(msg, `prog_${PROG_MSG}`);
+      pin(ingress, `prog_${PROG_INGRESS}`);
+      pin(ingressLink, INGRESS_LINK_PIN);
       pin(link, LINK_PIN); // last: its presence marks a complete generation
-      for (const fd of Object.values(loaded.progs)) if (fd !== sockops && fd !== msg) n.closeFd(fd);
-      return new Datapath(generation, pinDir, cgroupPath, false, maps, { sockops, msg }, link);
+      for (const fd of Object.values(loaded.progs)) if (fd !== sockops && fd !== msg && fd !== ingress) n.closeFd(fd);
+      return new Datapath(generation, pinDir, cgroupPath, false, maps, { sockops, msg, ingress }, link, ingressLink);
     } catch (e) {
       // Never partial: undo what this call did.
-      if (link >= 0) { try { n.linkDetach(link); } catch { /* already gone */ } n.closeFd(link); }
+      for (const l of [link, ingressLink]) if (l >= 0) { try { n.linkDetach(l); } catch { /* already gone */ } n.closeFd(l); }
       if (msgAttached && loaded.maps.sock_hash !== undefined && loaded.progs[PROG_MSG] !== undefined) {
         try { n.progDetach(loaded.progs[PROG_MSG], loaded.maps.sock_hash, 'sk_msg_verdict'); } catch { /* gone */ }
       }
@@ -209,6 +224,8 @@ export class Datapath {
       for (const name of MAP_NAMES) maps[name] = get(`map_${name}`);
       const sockops = get(`prog_${PROG_SOCKOPS}`);
       const msg = get(`prog_${PROG_MSG}`);
+      const ingress = get(`prog_${PROG_INGRESS}`);
+      const ingressLink = fs.existsSync(path.join(pinDir, INGRESS_LINK_PIN)) ? get(INGRESS_LINK_PIN) : -1;
       const linked = fs.existsSync(path.join(pinDir, LINK_PIN));
       if (!linked && !opts.allowDetached) throw new DatapathError(`${pinDir} has no sockops link pinned`);
       const link = linked ? get(LINK_PIN) : -1;
@@ -219,7 +236,7 @@ export class Datapath {
           throw new DatapathError(`pinned generation ${pinDir} is linked to cgroup id ${li.cgroupId}, not ${cgroupPath} (id ${want})`);
         }
       }
-      const dp = new Datapath(generation, pinDir, cgroupPath, true, maps, { sockops, msg }, link);
+      const dp = new Datapath(generation, pinDir, cgroupPath, true, maps, { sockops, msg, ingress }, link, ingressLink);
       // An sk_msg program stays on the pinned sockhash; re-attach if someone took it off.
       if (link >= 0 && !dp.attachment().skMsgAttached) n.progAttach(msg, maps.sock_hash, 'sk_msg_verdict');
       return dp;
@@ -315,10 +332,13 @@ export class Datapath {
     this.live();
     const sockopsId = this.n.progInfo(this.progs.sockops).id;
     const msgId = this.n.progInfo(this.progs.msg).id;
+    const ingressId = this.n.progInfo(this.progs.ingress).id;
     const cg = this.n.openPath(this.cgroupPath);
     let cgIds: number[];
+    let ingressIds: number[];
     try {
       cgIds = this.n.progQuery(cg, 'cgroup_sock_ops');
+      ingressIds = this.n.progQuery(cg, 'cgroup_inet_ingress');
     } finally {
       this.n.closeFd(cg);
     }
@@ -327,8 +347,9 @@ export class Datapath {
       cgroupPath: this.cgroupPath,
       sockopsLinked: cgIds.includes(sockopsId),
       skMsgAttached: msgIds.includes(msgId),
+      ingressLinked: ingressIds.includes(ingressId),
       cgroupSockopsProgIds: cgIds,
-      ourProgIds: { sockops: sockopsId, msg: msgId },
+      ourProgIds: { sockops: sockopsId, msg: msgId, ingress: ingressId },
     };
   }
 
@@ -363,7 +384,7 @@ export class Datapath {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of [...Object.values(this.maps), this.progs.sockops, this.progs.msg, this.link]) if (fd >= 0) this.n.closeFd(fd);
+    for (const fd of [...Object.values(this.maps), this.progs.sockops, this.progs.msg, this.progs.ingress, this.link, this.ingressLink]) if (fd >= 0) this.n.closeFd(fd);
   }
 
   /**
@@ -373,6 +394,11 @@ export class Datapath {
   uninstall(): void {
     this.live();
     this.retire();
+    if (this.ingressLink >= 0) {
+      try { this.n.linkDetach(this.ingressLink); } catch (e) { if (!(isNativeError(e) && e.code === 'ENOLINK')) throw e; }
+      this.n.closeFd(this.ingressLink);
+      this.ingressLink = -1;
+    }
     try {
       this.n.progDetach(this.progs.msg, this.maps.sock_hash, 'sk_msg_verdict');
     } catch (e) {

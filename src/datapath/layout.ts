@@ -24,6 +24,7 @@ export const COUNTER_NAMES = [
   'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
   'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict', 'fallbackCrossPod',
   'socketsReleased', 'fallbackBlocking', 'fallbackUnknownReader', 'fallbackTurnedBlocking', 'fallbackSidecarOnly', 'fallbackMemoryPressure',
+  'tcpHeldBack',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, bigint>;

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-export type AttachType = 'cgroup_sock_ops' | 'sk_msg_verdict';
+export type AttachType = 'cgroup_sock_ops' | 'sk_msg_verdict' | 'cgroup_inet_ingress';
 
 export interface LoadedObject {
   maps: Record<string, number>;
