@@ -3,9 +3,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useMesh, APP_PORT } from './mesh.js';
-import { kernelSkip } from './gate.js';
+import { kernelSkip, scaled } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { countersDelta } from '../../src/datapath/layout.js';
 
 const MiB = 1 << 20;
@@ -70,3 +72,46 @@ describe('byte-stream integrity under TCP memory pressure', { skip: kernelSkip }
     assert.ok(d.fallbackMemoryPressure > 0n, `the pressure never refused a redirect: ${JSON.stringify(d, (_, v) => typeof v === 'bigint' ? String(v) : v)}`);
   });
 });
+
+// I7 (bpf/): a reader never holds bytes in two queues. Its writer fell back
+// to TCP while the reader had redirected bytes unread; the TCP bytes and the
+// FIN then arrive. Accepted at once, a read would return only the redirected
+// ones with RDHUP already set, and HAProxy and libuv end the stream there.
+describe('a reader with redirected bytes unread when its writer falls back to TCP', { skip: kernelSkip }, () => {
+  const mesh = useMesh({ label: 'switch' });
+  const script = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/peers/switch-reader.py');
+
+  for (const [i, [first, second]] of ([[30_000, 30_000], [30_000, 300_000], [3_000_000, 3_000_000]] as const).entries()) {
+    const port = 9530 + i;
+    test(`${first} bytes redirected, then ${second} over TCP and a FIN: an edge-triggered short-read-at-RDHUP reader gets them all`, async () => {
+      const m = mesh();
+      m.dp.enable(m.cookieA);
+      const before = m.dp.netnsCounters(m.cookieA)!;
+      const p = m.start(m.a, 'python3', [script, String(port), String(first), String(second)]);
+      await p.waitFor((o) => o.phase === 'redirected', 'the redirected part');
+      m.dp.disable(m.cookieA, { keepCounters: true });
+      p.child.kill('SIGUSR1');
+      await p.waitFor((o) => o.phase === 'tcp-sent', 'the TCP part');
+      // Either event must come: the datapath held a segment back, or (with
+      // no gate) the FIN reached the reader's queue.
+      await until(async () => m.dp.netnsCounters(m.cookieA)!.tcpHeldBack > before.tcpHeldBack
+        || (await m.a.exec('ss', ['-Htn', 'state', 'close-wait', `dport = :${port}`])).stdout.trim() !== '');
+      p.child.kill('SIGUSR1');
+      const out = (await p.finished()).find((o) => 'got' in o);
+      const d = countersDelta(m.dp.netnsCounters(m.cookieA)!, before);
+      assert.ok(d.redirectedBytes >= BigInt(first), `the first part was not redirected: ${d.redirectedBytes}`);
+      assert.deepEqual(out && { got: out.got, intact: out.intact, unreadAtEnd: out.unreadAtEnd },
+        { got: first + second, intact: true, unreadAtEnd: 0 }, JSON.stringify(out));
+      assert.ok(d.tcpHeldBack > 0n, 'no TCP segment was held back');
+    });
+  }
+});
+
+/** Resolves when check() is true, checking at every counter/queue change we can see (polled: these have no notification). */
+async function until(check: () => Promise<boolean>, what = 'the TCP part to reach the reader'): Promise<void> {
+  const deadline = Date.now() + scaled(30_000);
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not seen within ${scaled(30_000)} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
