@@ -43,7 +43,12 @@ try {
     const st = await runSelfTest(dp, process.env.SIDECAR_ACCEL_EMULATED === '1' ? 600_000 : 30_000);
     out = {
       ok: a.sockopsLinked && a.skMsgAttached, attachment: a, ms: Date.now() - started,
-      selfTest: { mode: st.mode, failed: st.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.kind}): ${c.detail}`) },
+      selfTest: {
+        mode: st.mode,
+        failed: st.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.kind}): ${c.detail}`),
+        // What the guest's suites read back (test/kernel/verdict.ts), as SIDECAR_ACCEL_SELFTEST.
+        verdict: { mode: st.mode, failed: st.checks.filter((c) => !c.ok).map((c) => c.name) },
+      },
     };
   } finally {
     dp.uninstall();

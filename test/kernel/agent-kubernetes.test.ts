@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Topology, type Pod } from '../../src/topology/topology.js';
 import { LineProcess } from '../../src/util/lines.js';
 import { FakeApiServer } from '../unit/fake-apiserver.js';
-import { kernelSkip, assertKernelAccess } from './gate.js';
+import { kernelSkip, assertKernelAccess, scaled } from './gate.js';
 import { caseScript, PeerProcess } from './mesh.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
@@ -20,7 +20,7 @@ const PODS = '/api/v1/pods';
 const NSS = '/api/v1/namespaces';
 const CMS = '/api/v1/namespaces/istio-system/configmaps';
 
-describe('agent with the kubernetes source', { skip: kernelSkip, timeout: 120_000 }, () => {
+describe('agent with the kubernetes source', { skip: kernelSkip, timeout: scaled(120_000) }, () => {
   let topo: Topology;
   let api: FakeApiServer;
   let agent: LineProcess | undefined;

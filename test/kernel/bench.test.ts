@@ -4,7 +4,7 @@
 // asserted here (bench/ measures it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { kernelSkip, requireKernel, assertKernelAccess } from './gate.js';
+import { kernelSkip, requireKernel, assertKernelAccess, scaled } from './gate.js';
 import { createBenchPods, type BenchPods } from '../../bench/suite/pods.js';
 import { AgentControl } from '../../bench/suite/agent-control.js';
 import { SCENARIO_SPECS, exchangeOf, type ScenarioName, type WorkloadPoint } from '../../bench/suite/scenarios.js';
@@ -33,7 +33,7 @@ async function once(scenario: ScenarioName, point: WorkloadPoint): Promise<RawSa
 
 const rr: WorkloadPoint = { workload: 'rr', conns: 1, size: 64 };
 
-test('bench scenarios: each path carries the TCP data its hops imply, verified from the kernel', { skip: kernelSkip, timeout: 180_000 }, async () => {
+test('bench scenarios: each path carries the TCP data its hops imply, verified from the kernel', { skip: kernelSkip, timeout: scaled(180_000) }, async () => {
   const base = await once('istio-iptables', rr);
   assert.equal(base.verified, true, base.verification);
   assert.equal(control!.attached(), null, 'no program of ours during a baseline');
@@ -59,7 +59,7 @@ test('bench scenarios: each path carries the TCP data its hops imply, verified f
   assert.ok(floor.rps! > 0 && floor.p50_us! > 0);
 });
 
-test('bench http: TLS between HTTP-mode sidecars, every hop redirected with cross-pod pairing', { skip: kernelSkip, timeout: 120_000 }, async () => {
+test('bench http: TLS between HTTP-mode sidecars, every hop redirected with cross-pod pairing', { skip: kernelSkip, timeout: scaled(120_000) }, async () => {
   const http = await once('accel-crosspod', { workload: 'http', conns: 16, size: null });
   assert.equal(http.verified, true, http.verification);
   assert.ok(http.rps! > 0);

@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { useMesh, APP_PORT } from './mesh.js';
-import { kernelSkip } from './gate.js';
+import { kernelSkip, scaled } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 
 const CT_TIMEOUT_S = 3;
@@ -28,7 +28,7 @@ describe('conntrack expiry on an idle paired connection', { skip: kernelSkip }, 
     // Time passing is what is under test: idle well past the conntrack timeout.
     await delay((CT_TIMEOUT_S * 2 + 2) * 1000);
     cli.child.kill('SIGUSR1');
-    const closed = await Promise.race([cli.finished().then(() => true), delay(15_000).then(() => false)]);
+    const closed = await Promise.race([cli.finished().then(() => true), delay(scaled(15_000)).then(() => false)]);
     assert.ok(closed, 'the close did not complete: the FIN was lost with the expired conntrack entry');
     await srv.waitFor((o) => o.role === 'server', 'server report');
     assertStreamsIntact(reports(cli.objects, 'client'), reports(srv.objects, 'server'), 1);

@@ -12,3 +12,11 @@ export const kernelSkip: string | false = isRoot || requireKernel
 export function assertKernelAccess(): void {
   if (!isRoot) throw new Error('REQUIRE_KERNEL=1 but not running as root: real-kernel tests cannot run');
 }
+
+/**
+ * Inside the kernel matrix's qemu guests (software emulation, 40-50x slower
+ * than the host) every bound a test waits for is this many times longer.
+ * Bounds only: what a test asserts stays the same.
+ */
+export const slowdown = process.env.SIDECAR_ACCEL_EMULATED === '1' ? 20 : 1;
+export const scaled = (ms: number): number => ms * slowdown;

@@ -37,11 +37,13 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { useMesh, APP_PORT, type Mesh, type PeerProcess } from './mesh.js';
-import { kernelSkip } from './gate.js';
+import { kernelSkip, scaled } from './gate.js';
+import { kernelVerdict, caughtBySelfTest } from './verdict.js';
 import { countersDelta, type Counters } from '../../src/datapath/layout.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -96,6 +98,20 @@ const GROUPS: Group[] = [
   group('py', 'selectors', { heavy: true, mixed: ['halfclose-c', 'rst-c', 'full-c2s'].map((c): Cell => ({ case: c, impl: 'c', style: 'poll' })) }),
 ];
 
+/**
+ * Under emulation (the kernel matrix's qemu guests, 40-50x slower) the
+ * matrix runs its core: an event-driven C server and a blocking Python
+ * server, each with every base case, the mixed clients and the 200-times
+ * half-close loop; the heavy 16 MiB cells and the other styles run on the
+ * host (npm test). SIDECAR_ACCEL_MATRIX=core|full overrides.
+ */
+const CORE = new Set(['c epoll-et', 'py block']);
+const MATRIX = process.env.SIDECAR_ACCEL_MATRIX ?? (process.env.SIDECAR_ACCEL_EMULATED === '1' ? 'core' : 'full');
+const HEAVY = new Set(['full-c2s', 'big']);
+const PLAN: Group[] = MATRIX === 'core'
+  ? GROUPS.filter((g) => CORE.has(`${g.impl} ${g.style}`)).map((g) => ({ ...g, cells: g.cells.filter((c) => !HEAVY.has(c.case)) }))
+  : GROUPS;
+
 function peerCommand(impl: Impl): { cmd: string; args: string[] } {
   if (impl === 'c') return { cmd: cBinary, args: [] };
   if (impl === 'py') return { cmd: 'python3', args: [pyPeer] };
@@ -105,7 +121,7 @@ function peerCommand(impl: Impl): { cmd: string; args: string[] } {
 /** Results of one run of a cell: the observations of both ends, in id order. */
 interface RunResult { client: Obs[]; server: Obs[] }
 interface Row {
-  cell: string; family: 4 | 6; client: string; server: string; accel: string; equal: boolean | 'known deviation';
+  cell: string; family: 4 | 6; client: string; server: string; accel: string; equal: boolean | 'known deviation' | 'caught by self-test';
   a: Counters | null; b: Counters | null;
 }
 
@@ -172,11 +188,11 @@ describe('semantics matrix: accelerated equals plain TCP, cell by cell', { skip:
 
   after(() => {
     const head = ['cell', 'family', 'client style', 'server style', 'ON run', 'equal to TCP'];
-    const body = rows.map((r) => [r.cell, `IPv${r.family}`, r.client, r.server, r.accel, r.equal === true ? 'yes' : r.equal === false ? 'NO' : 'known deviation (EOF, not ECONNRESET)']);
+    const body = rows.map((r) => [r.cell, `IPv${r.family}`, r.client, r.server, r.accel, r.equal === true ? 'yes' : r.equal === false ? 'NO' : r.equal === 'known deviation' ? 'known deviation (EOF, not ECONNRESET)' : 'differs; caught by the self-test (sidecar-only here, equal)']);
     const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
     const line = (cols: string[]) => cols.map((c, i) => c.padEnd(w[i]!)).join(' | ');
     console.log(['', line(head), w.map((n) => '-'.repeat(n)).join('-+-'), ...body.map(line), '',
-      `${rows.length} cells x 2 runs, ${rows.filter((r) => !r.equal).length} different, ${Math.round((performance.now() - t0) / 1000)} s`].join('\n'));
+      `${MATRIX === 'core' ? 'core matrix (emulated kernel; the full one runs on the host): ' : ''}${rows.length} cells x 2 runs, ${rows.filter((r) => !r.equal).length} different, ${Math.round((performance.now() - t0) / 1000)} s`].join('\n'));
   });
 
   function startServer(m: Mesh, g: Group): PeerProcess {
@@ -193,7 +209,7 @@ describe('semantics matrix: accelerated equals plain TCP, cell by cell', { skip:
     if (cell.repeat) cliArgs.push('--repeat', String(cell.repeat));
     const cli = m.start(m.a, cmd, cliArgs);
     const ids = cell.repeat ? Array.from({ length: cell.repeat }, (_, i) => `${id}.${i}`) : [id];
-    const budget = cell.repeat ? 60_000 : 30_000;
+    const budget = scaled(cell.repeat ? 60_000 : 30_000);
     try {
       await withTimeout(cli.finished(), budget, `client ${cell.impl}/${cell.style} ${cell.case}`);
     } catch (e) {
@@ -207,6 +223,21 @@ describe('semantics matrix: accelerated equals plain TCP, cell by cell', { skip:
     return { client: client as Obs[], server };
   }
 
+  /** The cell's ON run again in the mode the self-test picks for such a kernel. */
+  async function runSidecarOnly(m: Mesh, srv: PeerProcess, cell: Cell, family: 4 | 6): Promise<{ on: unknown; appPaired: boolean }> {
+    const full = m.dp.config();
+    m.dp.setConfig({ ...full, sidecarOnly: true });
+    try {
+      const a0 = m.dp.netnsCounters(m.cookieA)!;
+      const b0 = m.dp.netnsCounters(m.cookieB)!;
+      const on = summarise(await runOnce(m, srv, cell, family, 'sidecar-only'), cell.repeat);
+      const k = classify(countersDelta(m.dp.netnsCounters(m.cookieA)!, a0), countersDelta(m.dp.netnsCounters(m.cookieB)!, b0), cell.repeat ?? 1);
+      return { on, appPaired: k.appA || k.appB };
+    } finally {
+      m.dp.setConfig(full);
+    }
+  }
+
   /** Runs of the same cell many times: the multiset of observations (equal when every run saw the same). */
   function summarise(r: RunResult, repeat?: number): unknown {
     if (!repeat) return r;
@@ -218,8 +249,8 @@ describe('semantics matrix: accelerated equals plain TCP, cell by cell', { skip:
     return { client: count(r.client), server: count(r.server) };
   }
 
-  for (const g of GROUPS) {
-    test(`server ${g.impl} ${g.style}: ${g.cells.length} cells x IPv4/IPv6, acceleration OFF vs ON`, { timeout: 240_000 }, async () => {
+  for (const g of PLAN) {
+    test(`server ${g.impl} ${g.style}: ${g.cells.length} cells x IPv4/IPv6, acceleration OFF vs ON`, { timeout: scaled(240_000) }, async () => {
       const m = mesh();
       const srv = startServer(m, g);
       const failures: string[] = [];
@@ -255,12 +286,19 @@ describe('semantics matrix: accelerated equals plain TCP, cell by cell', { skip:
             }
             const k = classify(a, b, cell.repeat ?? 1);
             const want = expectedOn(cell.case, off, k.appA);
-            let equal: boolean | 'known deviation' = want === off ? true : 'known deviation';
-            try {
-              assert.deepEqual(on, want);
-            } catch {
-              equal = false;
-              failures.push(`${where}: acceleration ON differs from ${want === off ? 'plain TCP' : 'the known deviation'}\n  OFF ${JSON.stringify(off)}\n  ON  ${JSON.stringify(on)}\n  ON counters pod a ${JSON.stringify(pick(a))} pod b ${JSON.stringify(pick(b))}`);
+            let equal: boolean | 'known deviation' | 'caught by self-test' = want === off ? true : 'known deviation';
+            if (!isDeepStrictEqual(on, want)) {
+              // A kernel-dependent deviation of paired application sockets
+              // (6.1's FIONREAD) passes only if the self-test names it and
+              // the mode the agent then runs, sidecar-only, equals TCP.
+              const why = k.appA || k.appB ? caughtBySelfTest(await kernelVerdict(m.dp), cell.case) : null;
+              const safe = why ? await runSidecarOnly(m, srv, cell, family) : null;
+              if (why && safe && isDeepStrictEqual(safe.on, off) && !safe.appPaired) {
+                equal = 'caught by self-test';
+              } else {
+                equal = false;
+                failures.push(`${where}: acceleration ON differs from ${want === off ? 'plain TCP' : 'the known deviation'}${why ? ` (${why}, but sidecar-only mode ${safe?.appPaired ? 'paired the apps' : 'differs too'}: ${JSON.stringify(safe?.on)})` : ''}\n  OFF ${JSON.stringify(off)}\n  ON  ${JSON.stringify(on)}\n  ON counters pod a ${JSON.stringify(pick(a))} pod b ${JSON.stringify(pick(b))}`);
+              }
             }
             rows.push({ cell: name, family, client: clientStyle, server: serverStyle, accel: k.label, equal, a, b });
             if (process.env.MATRIX_VERBOSE === '1') console.log(`matrix ${where}: ${k.label}; OFF ${JSON.stringify(off)}`);

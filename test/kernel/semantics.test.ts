@@ -5,8 +5,10 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import { useMesh } from './mesh.js';
 import { kernelSkip } from './gate.js';
+import { kernelVerdict, caughtBySelfTest } from './verdict.js';
 
 describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
   let port = 9100;
@@ -34,7 +36,23 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
     test(`${name}: accelerated equals plain TCP`, async () => {
       const r = await both(name);
       assert.ok(r.redirected > 0n, `${name}: the accelerated run redirected nothing`);
-      assert.deepEqual(r.accel, r.plain);
+      if (isDeepStrictEqual(r.accel, r.plain)) return;
+      // Pairing application sockets deviates on this kernel (6.1's FIONREAD):
+      // only acceptable when the agent's self-test names it, so the agent
+      // never runs that mode here, and the mode it does run equals TCP.
+      const why = caughtBySelfTest(await kernelVerdict(mesh().dp), name);
+      assert.ok(why, `${name}: accelerated ${JSON.stringify(r.accel)} differs from plain TCP ${JSON.stringify(r.plain)}, and the self-test did not catch it`);
+      const full = mesh().dp.config();
+      mesh().dp.setConfig({ ...full, sidecarOnly: true });
+      try {
+        const safe = await both(name);
+        assert.equal(safe.redirected, 0n, `${name}: sidecar-only mode still redirected the applications' bytes`);
+        assert.ok(safe.counters.fallbackSidecarOnly > r.counters.fallbackSidecarOnly, `${name}: sidecar-only mode did not count the sockets it left alone`);
+        assert.deepEqual(safe.accel, safe.plain);
+        console.log(`${name}: full mode differs here (${why}); sidecar-only mode equals plain TCP`);
+      } finally {
+        mesh().dp.setConfig(full);
+      }
     });
   }
 

@@ -1,0 +1,42 @@
+// What the agent's start-up self-test decides on this kernel. A test whose
+// expectation depends on a kernel property the self-test probes (FIONREAD,
+// MSG_PEEK) asks for it: where full mode deviates from TCP, the self-test
+// must have named the deviation (so the agent pairs only the sidecar's
+// sockets there), and that mode must equal TCP. Inside a kernel-matrix guest
+// the load probe already ran it and passes it on (SIDECAR_ACCEL_SELFTEST);
+// on a host it runs once per test process, on the suite's own datapath.
+import type { Datapath } from '../../src/datapath/datapath.js';
+import { runSelfTest, type SelfTestMode } from '../../src/agent/selftest.js';
+
+export interface KernelVerdict { mode: SelfTestMode; failed: string[] }
+
+/** The self-test checks that probe what a case of the same name observes. */
+export const CHECKS_OF_CASE: Readonly<Record<string, readonly string[]>> = {
+  fionread: ['fionread', 'fionread-both-queues'],
+  peek: ['peek'],
+};
+
+let cached: Promise<KernelVerdict> | undefined;
+
+export function parseVerdict(text: string): KernelVerdict {
+  const v = JSON.parse(text) as Partial<KernelVerdict>;
+  if (!v || !['full', 'sidecar-only', 'refuse'].includes(String(v.mode)) || !Array.isArray(v.failed)) {
+    throw new Error(`SIDECAR_ACCEL_SELFTEST is not a self-test verdict: ${text}`);
+  }
+  return { mode: v.mode as SelfTestMode, failed: v.failed.map(String) };
+}
+
+export function kernelVerdict(dp: Datapath): Promise<KernelVerdict> {
+  cached ??= process.env.SIDECAR_ACCEL_SELFTEST
+    ? Promise.resolve(parseVerdict(process.env.SIDECAR_ACCEL_SELFTEST))
+    : runSelfTest(dp, process.env.SIDECAR_ACCEL_EMULATED === '1' ? 600_000 : 30_000)
+      .then((r) => ({ mode: r.mode, failed: r.checks.filter((c) => !c.ok).map((c) => c.name) }));
+  return cached;
+}
+
+/** Why a case's deviation is acceptable only in a mode the agent never runs here, or null when the self-test missed it. */
+export function caughtBySelfTest(v: KernelVerdict, caseName: string): string | null {
+  const named = (CHECKS_OF_CASE[caseName] ?? []).filter((c) => v.failed.includes(c));
+  if (named.length === 0 || v.mode !== 'sidecar-only') return null;
+  return `the self-test fails ${named.join(', ')} on this kernel, so the agent pairs only the sidecar's sockets here`;
+}
