@@ -71,7 +71,10 @@ export function loadRefusal(libbpfMessage: string): string {
   if (/BPF_STX uses reserved fields/.test(libbpfMessage)) {
     return 'this kernel cannot run sidecar-accel: its BPF verifier lacks atomic fetch operations (Linux 5.12 or later; the programs need 5.15)';
   }
-  const reloc = /CO-RE relocat\w*.*?(struct [\w.]+)/.exec(libbpfMessage);
+  const reloc = /failed to resolve CO-RE relocation <\w+> \[\d+\] (struct [\w.]+)/.exec(libbpfMessage)
+    ?? /CO-RE relocat\w*.*?(struct [\w.]+)/.exec(libbpfMessage);
+  // Our own map types are not in any kernel's BTF: a relocation against one is a build defect.
+  if (reloc?.[1]?.startsWith('struct accel_')) return `the BPF object is broken (a CO-RE relocation against its own ${reloc[1]}): rebuild it; this is not the kernel's fault`;
   if (reloc) return `this kernel cannot run sidecar-accel: its BTF lacks ${reloc[1]}, which the programs read`;
   if (/EPERM|Operation not permitted/.test(libbpfMessage)) return 'loading the BPF programs was not permitted: run as root or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN';
   const first = libbpfMessage.split('\n').find((l) => /invalid|unknown|not supported|failed/i.test(l)) ?? libbpfMessage.split('\n')[0];

@@ -71,6 +71,9 @@ test('a refused load is one line naming what the kernel lacks, not a verifier lo
   assert.equal(loadRefusal(v510), 'this kernel cannot run sidecar-accel: its BPF verifier does not let sockops/sk_msg programs call bpf_get_netns_cookie (the programs need Linux 5.15 or later)');
   const v61 = 'bpf_object__load: No such process\nlibbpf: prog \'accel_msg\': relo #12: failed to resolve CO-RE relocation <byte_off> [91] struct sk_psock.msg_tot_len (0:27 @ offset 400)\nlibbpf: prog \'accel_msg\': failed to relocate: No such process';
   assert.equal(loadRefusal(v61), 'this kernel cannot run sidecar-accel: its BTF lacks struct sk_psock.msg_tot_len, which the programs read');
+  // Seen while building the ingress gate: a cast inside BPF_CORE_READ relocated our own struct.
+  const own = "45: <invalid CO-RE relocation>\nfailed to resolve CO-RE relocation <byte_off> [49] struct accel_peer_info.psock (0:0 @ offset 0)\nlibbpf: prog 'accel_ingress': failed to load: -22";
+  assert.match(loadRefusal(own), /^the BPF object is broken \(a CO-RE relocation against its own struct accel_peer_info.psock\)/);
   assert.doesNotMatch(loadRefusal('bpf_object__load: Permission denied (EPERM)'), /\n/);
   // What Debian's 5.10.262 says first about this object (kernel matrix).
   assert.match(loadRefusal('libbpf: prog \'accel_sockops\': -- BEGIN PROG LOAD LOG --\nfunc#0 @0\nBPF_STX uses reserved fields\n-- END PROG LOAD LOG --'), /^this kernel cannot run sidecar-accel: its BPF verifier lacks atomic fetch operations/);
