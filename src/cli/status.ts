@@ -11,6 +11,8 @@ export interface GenerationStatus {
   attached: boolean;
   sockopsLinked: boolean;
   skMsgAttached: boolean;
+  /** The ingress gate (I7): a reader's TCP bytes wait while redirected ones are unread. */
+  ingressLinked: boolean;
   sockets: number;
   crossPod: boolean;
   /** The self-test's safe mode: only the sidecar's own sockets are paired. */
@@ -27,7 +29,7 @@ export function datapathStatus(pinRoot: string, cgroupPath: string): GenerationS
       const a = dp.attachment();
       const cfg = dp.config();
       return {
-        generation: dp.generation, pinDir: dir, attached: dp.linked, sockopsLinked: a.sockopsLinked, skMsgAttached: a.skMsgAttached,
+        generation: dp.generation, pinDir: dir, attached: dp.linked, sockopsLinked: a.sockopsLinked, skMsgAttached: a.skMsgAttached, ingressLinked: a.ingressLinked,
         sockets: dp.socketCount(), crossPod: cfg.crossPod, sidecarOnly: cfg.sidecarOnly, keepaliveIdleSeconds: cfg.keepaliveIdleSeconds,
         enabledNetns: [...dp.enabledNetns()].map(([cookie, p]) => ({ netnsCookie: cookie.toString(), excludePorts: p.excludePorts, crossPod: p.crossPod, counters: dp.netnsCounters(cookie) })),
         counters: dp.counters(),
@@ -42,7 +44,7 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
   if (gens.length === 0) return `nothing pinned under ${pinRoot}: sidecar-accel is not installed on this node\n`;
   const out: string[] = [];
   for (const g of gens) {
-    out.push(`generation ${g.generation} (${g.pinDir}): ${g.attached ? 'attached' : 'retired, draining'}; sockops ${g.sockopsLinked ? 'linked' : 'not linked'}, sk_msg ${g.skMsgAttached ? 'attached' : 'not attached'}; ${g.sockets} sockets registered`);
+    out.push(`generation ${g.generation} (${g.pinDir}): ${g.attached ? 'attached' : 'retired, draining'}; sockops ${g.sockopsLinked ? 'linked' : 'not linked'}, sk_msg ${g.skMsgAttached ? 'attached' : 'not attached'}, ingress gate ${g.ingressLinked ? 'linked' : 'NOT linked'}; ${g.sockets} sockets registered`);
     out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}; ${g.sidecarOnly ? 'sidecar-only mode (this kernel cannot serve application sockets transparently; see the agent log)' : 'applications\' sockets paired when event-driven'}`);
     out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.crossPod ? '' : ' (in-pod only)') + (n.excludePorts.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
     const c = g.counters;
