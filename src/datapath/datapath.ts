@@ -58,6 +58,8 @@ export interface Attachment {
   ingressLinked: boolean;
   /** Every program id linked to the cgroup for sockops, ours and others'. */
   cgroupSockopsProgIds: number[];
+  /** Every program id linked to the cgroup for inet ingress, ours and others'. */
+  cgroupIngressProgIds: number[];
   ourProgIds: { sockops: number; msg: number; ingress: number };
 }
 
@@ -352,6 +354,7 @@ export class Datapath {
       skMsgAttached: msgIds.includes(msgId),
       ingressLinked: ingressIds.includes(ingressId),
       cgroupSockopsProgIds: cgIds,
+      cgroupIngressProgIds: ingressIds,
       ourProgIds: { sockops: sockopsId, msg: msgId, ingress: ingressId },
     };
   }

@@ -11,10 +11,11 @@ import { kernelSkip } from './gate.js';
 describe('datapath lifecycle', { skip: kernelSkip }, () => {
   const mesh = useMesh({ label: 'life', enable: false });
 
-  test('the kernel reports both programs attached', () => {
+  test('the kernel reports the three programs attached', () => {
     const a = mesh().dp.attachment();
     assert.ok(a.sockopsLinked, 'sockops not linked to the cgroup');
     assert.ok(a.skMsgAttached, 'sk_msg not attached to the sockhash');
+    assert.ok(a.ingressLinked, 'the ingress gate (I7) not linked to the cgroup');
   });
 
   test('a second open adopts the pins: state and counters carry over, a live stream goes on', async () => {
@@ -51,6 +52,7 @@ describe('datapath lifecycle', { skip: kernelSkip }, () => {
     mesh().dp = fresh;
     assert.equal(fresh.adopted, false, 'pins of the uninstalled generation survived');
     assert.ok(!fresh.attachment().cgroupSockopsProgIds.includes(ids.sockops), 'old sockops program still linked');
+    assert.ok(!fresh.attachment().cgroupIngressProgIds.includes(ids.ingress), 'old ingress gate still linked');
     assert.ok(fs.existsSync(fresh.pinDir));
     assert.equal(pinDir, fresh.pinDir, 'same build, same generation directory');
     p.child.kill('SIGUSR1');
