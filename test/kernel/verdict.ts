@@ -5,6 +5,7 @@
 // sockets there), and that mode must equal TCP. Inside a kernel-matrix guest
 // the load probe already ran it and passes it on (SIDECAR_ACCEL_SELFTEST);
 // on a host it runs once per test process, on the suite's own datapath.
+import { isDeepStrictEqual } from 'node:util';
 import type { Datapath } from '../../src/datapath/datapath.js';
 import { runSelfTest, type SelfTestMode } from '../../src/agent/selftest.js';
 
@@ -39,4 +40,23 @@ export function caughtBySelfTest(v: KernelVerdict, caseName: string): string | n
   const named = (CHECKS_OF_CASE[caseName] ?? []).filter((c) => v.failed.includes(c));
   if (named.length === 0 || v.mode !== 'sidecar-only') return null;
   return `the self-test fails ${named.join(', ')} on this kernel, so the agent pairs only the sidecar's sockets here`;
+}
+
+/** A copy without the fields that report FIONREAD/SIOCINQ (the peers name them inq*). */
+export function withoutQueueReadings(o: unknown): unknown {
+  if (Array.isArray(o)) return o.map(withoutQueueReadings);
+  if (o && typeof o === 'object') {
+    return Object.fromEntries(Object.entries(o).filter(([k]) => !/^inq/.test(k)).map(([k, v]) => [k, withoutQueueReadings(v)]));
+  }
+  return o;
+}
+
+/**
+ * The self-test check a deviation between two observations belongs to: a
+ * case named after a check, or any case whose only differences are FIONREAD
+ * readings; null when no check covers it.
+ */
+export function checkedCase(caseName: string, on: unknown, off: unknown): string | null {
+  if (isDeepStrictEqual(withoutQueueReadings(on), withoutQueueReadings(off))) return 'fionread';
+  return CHECKS_OF_CASE[caseName] ? caseName : null;
 }

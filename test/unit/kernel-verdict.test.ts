@@ -2,7 +2,7 @@
 // only when the self-test names it and the agent therefore runs sidecar-only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseVerdict, caughtBySelfTest } from '../kernel/verdict.js';
+import { parseVerdict, caughtBySelfTest, checkedCase } from '../kernel/verdict.js';
 
 test('a verdict passed into a kernel-matrix guest is parsed, a malformed one is refused', () => {
   assert.deepEqual(parseVerdict('{"mode":"sidecar-only","failed":["fionread"]}'), { mode: 'sidecar-only', failed: ['fionread'] });
@@ -18,4 +18,12 @@ test('a deviation is caught only by its own check, and only when the agent then 
   assert.equal(caughtBySelfTest({ mode: 'full', failed: [] }, 'fionread'), null);
   assert.match(caughtBySelfTest({ mode: 'sidecar-only', failed: ['fionread-both-queues'] }, 'fionread') ?? '', /fionread-both-queues/);
   assert.equal(caughtBySelfTest({ mode: 'refuse', failed: ['fionread', 'paired'] }, 'fionread'), null);
+});
+
+test('a deviation confined to FIONREAD readings belongs to the fionread check, any other to none', () => {
+  const off = { client: [{ hdr: 64, inqBeforeClose: 1000, close: 0 }], server: [{ inEnd: 'ECONNRESET' }] };
+  assert.equal(checkedCase('close-unread-s', { client: [{ hdr: 64, inqBeforeClose: 0, close: 0 }], server: [{ inEnd: 'ECONNRESET' }] }, off), 'fionread');
+  assert.equal(checkedCase('close-unread-s', { client: [{ hdr: 64, inqBeforeClose: 0, close: 0 }], server: [{ inEnd: 'eof' }] }, off), null);
+  assert.equal(checkedCase('peek', {}, off), 'peek');
+  assert.equal(checkedCase('peek', { client: [{ hdr: 64, inqBeforeClose: 5, close: 0 }], server: [{ inEnd: 'ECONNRESET' }] }, off), 'fionread');
 });
