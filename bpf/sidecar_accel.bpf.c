@@ -632,7 +632,7 @@ static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
 	atomic_long_t *allocated_p = BPF_CORE_READ(prot, memory_allocated);
 	long *limits = BPF_CORE_READ(prot, sysctl_mem);
 	unsigned long flag = 0;
-	long allocated = 0, pressure = 0;
+	long allocated = 0, pressure = 0, margin;
 
 	if (!allocated_p || !limits)
 		return false;
@@ -641,8 +641,16 @@ static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
 	if (bpf_probe_read_kernel(&allocated, sizeof(allocated), &allocated_p->counter) ||
 	    bpf_probe_read_kernel(&pressure, sizeof(pressure), &limits[1]))
 		return true;
-	/* Per-CPU reserves make the global count lag: keep a margin of 1/8. */
-	return allocated + (size >> 12) + 1 > pressure - (pressure >> 3);
+	/*
+	 * The global count lags each CPU's reserve (up to 1 MiB each), and other
+	 * sockets charge between this check and bpf_tcp_ingress's own: keep a
+	 * margin of 1/8 of the threshold, and at least 8 MiB (2048 pages), which
+	 * matters only where tcp_mem is tiny (a small node, or a test lowering it).
+	 */
+	margin = pressure >> 3;
+	if (margin < 2048)
+		margin = 2048;
+	return allocated + (size >> 12) + 1 > pressure - margin;
 }
 
 /*
