@@ -87,11 +87,11 @@ describe('a reader with redirected bytes unread when its writer falls back to TC
       const m = mesh();
       m.dp.enable(m.cookieA);
       const before = m.dp.netnsCounters(m.cookieA)!;
-      const p = m.start(m.a, 'python3', [script, String(port), String(first), String(second)]);
+      const p = m.start(m.a, 'python3', [script, String(port), String(first), String(second), String(scaled(30_000) / 1000)]);
       await p.waitFor((o) => o.phase === 'redirected', 'the redirected part');
       m.dp.disable(m.cookieA, { keepCounters: true });
       p.child.kill('SIGUSR1');
-      await p.waitFor((o) => o.phase === 'tcp-sent', 'the TCP part');
+      await p.waitFor((o) => o.phase === 'tcp-sending', 'the TCP part');
       // Either event must come: the datapath held a segment back, or (with
       // no gate) the FIN reached the reader's queue.
       await until(async () => m.dp.netnsCounters(m.cookieA)!.tcpHeldBack > before.tcpHeldBack

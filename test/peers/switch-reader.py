@@ -3,10 +3,12 @@
 # reads the way HAProxy (raw_sock_to_buf) and libuv do: edge-triggered, and
 # a read shorter than asked while epoll reported RDHUP is the end of the
 # stream. Driven by the test with SIGUSR1 at each step (see integrity.test.ts).
-#   switch-reader.py PORT REDIRECTED_BYTES TCP_BYTES
-import json, select, signal, socket, sys
+#   switch-reader.py PORT REDIRECTED_BYTES TCP_BYTES [STALL_SECONDS]
+import json, select, signal, socket, sys, threading
 
 port, first, second = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+# No event for this long after the last one: the reader is stalled.
+stall = float(sys.argv[4]) if len(sys.argv) > 4 else 30
 TRY = 16384
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
 
@@ -61,17 +63,26 @@ data = pattern(first + second)
 send_all(writer, data[:first])
 say({"phase": "redirected"})
 step()  # the test disabled the netns: the rest goes over TCP
-send_all(writer, data[first:])
-writer.shutdown(socket.SHUT_WR)
-say({"phase": "tcp-sent"})
-step()  # the TCP bytes and the FIN reached the reader (held back, or queued)
+
+
+def write_rest():
+    # In its own thread: with the reader not reading yet, TCP may take only
+    # part of it (a held-back segment is never acknowledged).
+    send_all(writer, data[first:])
+    writer.shutdown(socket.SHUT_WR)
+
+
+sender = threading.Thread(target=write_rest)
+sender.start()
+say({"phase": "tcp-sending"})
+step()  # TCP bytes (and maybe the FIN) reached the reader: held back, or queued
 
 ep = select.epoll()
 ep.register(reader.fileno(), select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
 got = b""
 end = None
 while end is None:
-    events = ep.poll(30)
+    events = ep.poll(stall)
     if not events:
         end = "stalled"
         break
@@ -99,4 +110,5 @@ while True:
     if not d:
         break
     left += len(d)
+sender.join()
 say({"got": len(got), "want": len(data), "intact": got == data, "end": end, "unreadAtEnd": left})
