@@ -801,10 +801,10 @@ int accel_msg(struct sk_msg_md *msg)
  * is short while epoll reports RDHUP: event loops (HAProxy, libuv) take that
  * for the end of the stream and drop the rest, and an edge-triggered reader
  * that stops at a short read waits for an edge that never comes. So a TCP
- * segment carrying data or a FIN into such a socket is not accepted until
+ * segment carrying data into such a socket is not accepted until
  * its psock queue is read: TCP's retransmission brings it again, and then
  * every byte comes from the TCP queue, in order, after the redirected ones.
- * Pure ACKs and RSTs pass.
+ * Pure ACKs, a FIN alone and RSTs pass.
  */
 SEC("cgroup_skb/ingress")
 int accel_ingress(struct __sk_buff *skb)
@@ -839,7 +839,7 @@ int accel_ingress(struct __sk_buff *skb)
 	reader = BPF_CORE_READ(psock, sk);
 	if (!reader || (BPF_CORE_READ_BITFIELD_PROBED(reader, sk_shutdown) & RCV_SHUTDOWN))
 		return 1;
-	/* Only what TCP would queue for reading: payload or a FIN. */
+	/* Only what TCP would queue for reading. */
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (bpf_skb_load_bytes(skb, 0, b, 1))
 			return 1;
@@ -856,7 +856,13 @@ int accel_ingress(struct __sk_buff *skb)
 		return 1;
 	if (b[1] & 0x04) /* RST */
 		return 1;
-	if (skb->len <= ip_len + (b[0] >> 4) * 4 && !(b[1] & 0x01 /* FIN */))
+	/*
+	 * A FIN alone passes: a short read with nothing behind it in TCP's queue
+	 * is a true end. Holding it would delay every paired connection's close
+	 * by a retransmission timeout (a FIN behind held data waits anyway: TCP
+	 * takes it out of order, without RDHUP).
+	 */
+	if (skb->len <= ip_len + (b[0] >> 4) * 4)
 		return 1;
 	count(st->netns_cookie, ACCEL_CNT_TCP_HELD_BACK, 1);
 	return 0;
