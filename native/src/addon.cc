@@ -363,16 +363,18 @@ Napi::Value Fionread(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), n);
 }
 
-// recvPeek(fd, len) -> Buffer (MSG_PEEK | MSG_DONTWAIT; empty when nothing is queued)
-Napi::Value RecvPeek(const Napi::CallbackInfo &info) {
+// recvDontwait(fd, len, peek) -> Buffer (MSG_DONTWAIT, and MSG_PEEK when
+// asked; empty when nothing is queued)
+Napi::Value RecvDontwait(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
   size_t len = info[1].As<Napi::Number>().Uint32Value();
+  bool peek = info[2].As<Napi::Boolean>().Value();
   std::vector<uint8_t> buf(len);
-  ssize_t n = recv(fd, buf.data(), len, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = recv(fd, buf.data(), len, MSG_DONTWAIT | (peek ? MSG_PEEK : 0));
   if (n < 0) {
     if (errno == EAGAIN) return Napi::Buffer<uint8_t>::Copy(env, buf.data(), 0);
-    throw ErrnoError(env, "recv(MSG_PEEK)", errno);
+    throw ErrnoError(env, peek ? "recv(MSG_PEEK)" : "recv", errno);
   }
   return Napi::Buffer<uint8_t>::Copy(env, buf.data(), n);
 }
@@ -450,7 +452,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fionread", Napi::Function::New(env, Fionread));
   exports.Set("connectBlocking", Napi::Function::New(env, ConnectBlocking));
   exports.Set("spliceCount", Napi::Function::New(env, SpliceCount));
-  exports.Set("recvPeek", Napi::Function::New(env, RecvPeek));
+  exports.Set("recvDontwait", Napi::Function::New(env, RecvDontwait));
   exports.Set("sendDontwait", Napi::Function::New(env, SendDontwait));
   exports.Set("setsockoptInt", Napi::Function::New(env, SetsockoptInt));
   exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt));

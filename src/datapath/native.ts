@@ -50,7 +50,8 @@ export interface NativeAddon {
   connectBlocking(ipv4: string, port: number): number;
   /** Bytes splice(2) took from the socket without waiting (discarded), or -1 on EAGAIN. */
   spliceCount(fd: number, len: number): number;
-  recvPeek(fd: number, len: number): Buffer;
+  /** What recv(2) with MSG_DONTWAIT (and MSG_PEEK when `peek`) returns; empty on EAGAIN. */
+  recvDontwait(fd: number, len: number, peek: boolean): Buffer;
   /** Bytes accepted, or -1 when the kernel said EAGAIN. */
   sendDontwait(fd: number, buf: Buffer): number;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;

@@ -13,7 +13,7 @@ export interface KernelVerdict { mode: SelfTestMode; failed: string[] }
 
 /** The self-test checks that probe what a case of the same name observes. */
 export const CHECKS_OF_CASE: Readonly<Record<string, readonly string[]>> = {
-  fionread: ['fionread', 'fionread-both-queues'],
+  fionread: ['fionread', 'fionread-tcp-queue'],
   peek: ['peek'],
 };
 

@@ -16,7 +16,7 @@ test('a deviation is caught only by its own check, and only when the agent then 
   assert.equal(caughtBySelfTest(v61, 'peek'), null, 'FIONREAD failing does not excuse MSG_PEEK');
   assert.equal(caughtBySelfTest(v61, 'halfclose'), null, 'no self-test check covers half-close: never excused');
   assert.equal(caughtBySelfTest({ mode: 'full', failed: [] }, 'fionread'), null);
-  assert.match(caughtBySelfTest({ mode: 'sidecar-only', failed: ['fionread-both-queues'] }, 'fionread') ?? '', /fionread-both-queues/);
+  assert.match(caughtBySelfTest({ mode: 'sidecar-only', failed: ['fionread-tcp-queue'] }, 'fionread') ?? '', /fionread-tcp-queue/);
   assert.equal(caughtBySelfTest({ mode: 'refuse', failed: ['fionread', 'paired'] }, 'fionread'), null);
 });
 
