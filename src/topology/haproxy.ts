@@ -2,6 +2,10 @@
 // Splicing stays off (nosplice): a receiver reading with splice() stalls on
 // redirected bytes (DESIGN.md 4, kernel facts).
 import fs from 'node:fs';
+import path from 'node:path';
+
+/** The sidecar's admin socket, next to its pid file: `show events sessions` reads the session log. */
+export const ADMIN_SOCKET = 'admin.sock';
 
 export interface SidecarRoutes {
   /** Where outbound (15001) connections go, "host:port" per family. */
@@ -39,8 +43,16 @@ export function haproxyConfig(routes: SidecarRoutes, pod: { ip4: string; ip6: st
     `  maxconn ${sidecarMaxconn()}`,
     '  nbthread 1',
     '  nosplice',
+    `  stats socket ${path.join(path.dirname(pidFile), ADMIN_SOCKET)} mode 600 level admin`,
+    // Each TCP session's byte counts and how it ended, kept in memory: where a
+    // stream came up short, this names the hop.
+    'ring sessions',
+    '  format raw',
+    '  size 1048576',
     'defaults',
     `  mode ${routes.mode ?? 'tcp'}`,
+    ...(routes.mode === 'http' ? [] : ['  log ring@sessions local0 info',
+      '  log-format "%ft %ci:%cp -> %bi:%bp -> %si:%sp up=%U down=%B %Tt ms %ts"']),
     '  timeout connect 5s',
     '  timeout client 10m',
     '  timeout server 10m',

@@ -10,13 +10,15 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
+import net from 'node:net';
+import { once } from 'node:events';
 import path from 'node:path';
 import { run, type RunResult } from '../util/exec.js';
 import { cgroup2Root } from '../datapath/mounts.js';
 import { destroyCgroup, makeCgroup } from './cgroup.js';
 import { istioCaptureRules, PROXY_UID } from './istio-rules.js';
 export { PROXY_UID };
-import { haproxyConfig, type SidecarRoutes } from './haproxy.js';
+import { haproxyConfig, ADMIN_SOCKET, type SidecarRoutes } from './haproxy.js';
 
 
 export const NODE_GW4 = '10.44.0.1';
@@ -177,6 +179,18 @@ export class Pod {
   async startSidecar(routes: SidecarRoutes): Promise<void> {
     const dir = this.topo.privateDir(`${this.name}-sidecar`, PROXY_UID);
     await this.startHaproxy('haproxy', haproxyConfig(routes, this, path.join(dir, 'haproxy.pid')), { uid: PROXY_UID, dir });
+  }
+
+  /** The sidecar's session log (TCP mode): one line per ended session, with its byte counts. */
+  async sidecarSessions(): Promise<string> {
+    const sock = path.join(this.topo.file(`${this.name}-sidecar`), ADMIN_SOCKET);
+    const conn = net.connect({ path: sock });
+    let out = '';
+    conn.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    await once(conn, 'connect');
+    conn.end('show events sessions\n');
+    await once(conn, 'close');
+    return out;
   }
 
   /**

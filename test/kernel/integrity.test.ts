@@ -2,15 +2,27 @@
 // writes of 1 B .. 4 MiB at random boundaries, both directions at once.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useMesh, APP_PORT } from './mesh.js';
+import { useMesh, APP_PORT, type Mesh } from './mesh.js';
 import { kernelSkip, scaled } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { countersDelta } from '../../src/datapath/layout.js';
+import { countersDelta, type Counters } from '../../src/datapath/layout.js';
 
 const MiB = 1 << 20;
+
+/** For a failure's message: the counters that moved, and both sidecars' session logs (which hop came up short). */
+async function diagnostics(m: Mesh, before: Counters): Promise<string> {
+  const logs = await Promise.all([m.a, m.b].map(async (p) => `sidecar of ${p.name}:\n${await p.sidecarSessions().catch((e: Error) => e.message)}`));
+  return [countersSince(m.counters(), before), ...logs].join('\n');
+}
+
+/** The datapath's counters that moved since `before`. */
+function countersSince(now: Counters, before: Counters): string {
+  const moved = Object.entries(countersDelta(now, before)).filter(([, v]) => v !== 0n).map(([k, v]) => `${k}=${v}`);
+  return `datapath counters since the start: ${moved.join(' ') || 'none moved'}`;
+}
 
 describe('byte-stream integrity', { skip: kernelSkip }, () => {
   const mesh = useMesh({ label: 'integ', crossPod: true });
@@ -24,7 +36,8 @@ describe('byte-stream integrity', { skip: kernelSkip }, () => {
   for (const c of cases) {
     test(`${c.name}: ${c.conns} x ${c.bytes / MiB} MiB each way, writes of 1 B .. 4 MiB`, async () => {
       const serverPod = c.pod === 'b' ? mesh().b : mesh().a;
-      const before = mesh().counters().redirectedBytes;
+      const countersBefore = mesh().counters();
+      const before = countersBefore.redirectedBytes;
       const srv = mesh().startPeer(serverPod, ['server', '--listen', c.listen, '--bytes', String(c.bytes), '--max-write', String(4 * MiB)]);
       await srv.ready();
       await mesh().learnListener(mesh().a, c.target === 'vip' ? mesh().vip() : c.target);
@@ -34,7 +47,8 @@ describe('byte-stream integrity', { skip: kernelSkip }, () => {
       const servers = await Promise.all(Array.from({ length: c.conns }, (_, i) =>
         srv.waitFor((o) => o.role === 'server' && srv.objects.filter((x) => x.role === 'server').length > i)));
       assert.equal(servers.length, c.conns);
-      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), c.conns);
+      const context = await diagnostics(mesh(), countersBefore);
+      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), c.conns, () => context);
       const redirected = mesh().counters().redirectedBytes - before;
       assert.ok(redirected > 0n, 'nothing was redirected');
       console.log(`${c.name}: ${(2 * c.conns * c.bytes) / MiB} MiB checked, ${redirected / BigInt(MiB)} MiB redirected over all hops`);
@@ -63,13 +77,14 @@ describe('byte-stream integrity under TCP memory pressure', { skip: kernelSkip }
         '--conns', '4', '--concurrency', '4', '--max-write', String(4 * MiB)]);
       const lines = await cli.finished();
       await srv.waitFor(() => srv.objects.filter((x) => x.role === 'server').length >= 4, 'all server reports');
-      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), 4);
+      const context = await diagnostics(mesh(), before);
+      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), 4, () => context);
       srv.child.kill('SIGKILL');
     } finally {
       fs.writeFileSync(file, saved);
     }
     const d = countersDelta(mesh().counters(), before);
-    assert.ok(d.fallbackMemoryPressure > 0n, `the pressure never refused a redirect: ${JSON.stringify(d, (_, v) => typeof v === 'bigint' ? String(v) : v)}`);
+    assert.ok(d.fallbackMemoryPressure > 0n, `the pressure never refused a redirect: ${countersSince(mesh().counters(), before)}`);
   });
 });
 

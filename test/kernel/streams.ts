@@ -3,8 +3,21 @@ import assert from 'node:assert/strict';
 
 export interface Report { role: string; id: string; peerId: string; sentBytes: number; sentSha: string; recvBytes: number; recvSha: string; error?: string }
 
-/** Asserts every client stream met exactly one server stream with equal bytes both ways. */
-export function assertStreamsIntact(clients: Report[], servers: Report[], expected: number): void {
+/**
+ * Asserts every client stream met exactly one server stream with equal bytes
+ * both ways. `context` (the datapath's counters, say) is added to a failure's
+ * message: a rare loss is diagnosed from that one run.
+ */
+export function assertStreamsIntact(clients: Report[], servers: Report[], expected: number, context?: () => string): void {
+  try {
+    checkStreams(clients, servers, expected);
+  } catch (e) {
+    if (context && e instanceof assert.AssertionError) e.message += `\n${context()}`;
+    throw e;
+  }
+}
+
+function checkStreams(clients: Report[], servers: Report[], expected: number): void {
   const errors = [...clients, ...servers].filter((r) => r.error);
   assert.deepEqual(errors, [], 'streams ended with errors');
   assert.equal(clients.length, expected, 'client streams');
