@@ -12,7 +12,10 @@ export function assertStreamsIntact(clients: Report[], servers: Report[], expect
   try {
     checkStreams(clients, servers, expected);
   } catch (e) {
-    if (context && e instanceof assert.AssertionError) e.message += `\n${context()}`;
+    // A new error: the runner prints the stack, which holds the message it was made with.
+    if (context && e instanceof assert.AssertionError) {
+      throw new assert.AssertionError({ message: `${e.message}\n${context()}`, actual: e.actual, expected: e.expected, operator: e.operator });
+    }
     throw e;
   }
 }
