@@ -37,8 +37,9 @@ const USAGE = `usage: node dist/lab/kernels/matrix.js [options]
   --accel A         auto (default: KVM if a probe boot with it works, else TCG) | kvm | tcg
   --cache DIR       downloaded kernels and apt state (default /var/cache/sidecar-accel-kernels)
   --logs DIR        console and suite logs (default build/kernels/logs)
-  --refused K       a kernel that must refuse the BPF object (repeatable or comma-separated):
-                    it passes when refused, and fails if it loads
+  --refused K       a kernel the project must refuse: the object does not load, or the agent's
+                    self-test refuses it (repeatable or comma-separated);
+                    it passes when refused, and fails if it is served
   --follow          print the guest's console as it comes
   --cpus N --mem-mib N   guest size (default 2, 3072)`;
 

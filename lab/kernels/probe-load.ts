@@ -2,7 +2,8 @@
 // verify and attach the project's BPF object, and what does the agent's
 // start-up self-test decide here (full, sidecar-only or refuse)? It opens the
 // datapath on a cgroup and pin directory of its own, reads back the
-// attachment, runs the self-test, uninstalls, and prints one JSON line. It refuses to run on a host (no /kmatrix/job.env),
+// attachment, runs the self-test, uninstalls, and prints one JSON line
+// (ok: the agent would serve this kernel). It refuses to run on a host (no /kmatrix/job.env),
 // where it would attach programs to the host's cgroups.
 //
 // The datapath is imported by path at run time rather than statically, so this
@@ -41,8 +42,11 @@ try {
     const { runSelfTest } = await import(pathToFileURL(path.join(repo, 'dist/src/agent/selftest.js')).href) as SelfTestModule;
     // Emulated CPUs are 10-50x slower: the self-test's own bound scales.
     const st = await runSelfTest(dp, process.env.SIDECAR_ACCEL_EMULATED === '1' ? 600_000 : 30_000);
+    const refusedBy = st.checks.filter((c) => !c.ok && c.kind === 'required').map((c) => `${c.name}: ${c.detail}`);
+    // A kernel the agent refuses to serve counts as refused: its suites do not run.
     out = {
-      ok: a.sockopsLinked && a.skMsgAttached, attachment: a, ms: Date.now() - started,
+      ok: a.sockopsLinked && a.skMsgAttached && st.mode !== 'refuse', attachment: a, ms: Date.now() - started,
+      ...(st.mode === 'refuse' ? { error: `the agent refuses this kernel (self-test): ${refusedBy.join('; ')}` } : {}),
       selfTest: {
         mode: st.mode,
         failed: st.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.kind}): ${c.detail}`),

@@ -122,7 +122,7 @@ export function renderTable(results: KernelResult[], suiteNames: string[]): stri
   for (const r of results) {
     if (r.error) lines.push(`${r.spec}: ${r.error}`);
     if (r.load && !r.load.ok) {
-      lines.push(`${r.spec}: BPF object not loaded: ${(r.load.error ?? '').split('\n')[0]}`);
+      lines.push(`${r.spec}: not served: ${(r.load.error ?? '').split('\n')[0]}`);
       for (const v of r.load.verifier ?? []) lines.push(`${r.spec}:   verifier: ${v}`);
     }
     for (const f of r.load?.selfTest?.failed ?? []) lines.push(`${r.spec}: self-test: ${f}`);

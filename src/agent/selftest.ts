@@ -5,6 +5,7 @@
 // decides the mode: a failed required check refuses to start; a failed
 // application check (FIONREAD, MSG_PEEK) pairs only the sidecar's sockets.
 import crypto from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,7 @@ import { netnsCookieOfPath } from '../datapath/netns.js';
 import { run } from '../util/exec.js';
 import { LineProcess } from '../util/lines.js';
 import type { Check } from './selftest-peer.js';
+import { kernelSupportCheck } from './kernel-support.js';
 
 export type SelfTestCheck = Check;
 export type SelfTestMode = 'full' | 'sidecar-only' | 'refuse';
@@ -75,6 +77,7 @@ export async function runSelfTest(dp: Datapath, timeoutMs = 30_000): Promise<Sel
       detail: `${c?.fallbackBackpressure ?? 0n} backpressure fallbacks`, kind: 'required' });
     checks.push({ name: 'blocking-reader-left-alone', ok: !!c && c.fallbackBlocking >= 1n,
       detail: `${c?.fallbackBlocking ?? 0n} blocking sockets left alone (a blocking reader on a paired socket gets EAGAIN where TCP waits)`, kind: 'required' });
+    checks.push(kernelSupportCheck(os.release()));
     const mode = selfTestMode(checks);
     return { ok: mode !== 'refuse', mode, checks };
   } finally {
