@@ -112,7 +112,8 @@ export function renderTable(results: KernelResult[], suiteNames: string[]): stri
     r.booted ? `yes ${r.bootSeconds?.toFixed(1)}s` : 'NO',
     r.load ? (r.load.ok ? 'yes' : 'NO') : '-',
     r.load?.selfTest?.mode ?? '-',
-    ...suiteNames.map((n) => { const s = r.suites.find((x) => x.name === n); return s ? cell(s) : '-'; }),
+    // By position: one --tests entry may repeat (a suite run twice).
+    ...suiteNames.map((_, i) => { const s = r.suites[i]; return s ? cell(s) : '-'; }),
     `${r.totalSeconds.toFixed(0)}s`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
