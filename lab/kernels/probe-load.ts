@@ -42,16 +42,17 @@ try {
     const { runSelfTest } = await import(pathToFileURL(path.join(repo, 'dist/src/agent/selftest.js')).href) as SelfTestModule;
     // Emulated CPUs are 10-50x slower: the self-test's own bound scales.
     const st = await runSelfTest(dp, process.env.SIDECAR_ACCEL_EMULATED === '1' ? 600_000 : 30_000);
-    const refusedBy = st.checks.filter((c) => !c.ok && c.kind === 'required').map((c) => `${c.name}: ${c.detail}`);
+    const failed = st.checks.filter((c) => !c.ok);
+    const refusedBy = failed.filter((c) => c.kind === 'required').map((c) => `${c.name}: ${c.detail}`);
     // A kernel the agent refuses to serve counts as refused: its suites do not run.
     out = {
       ok: a.sockopsLinked && a.skMsgAttached && st.mode !== 'refuse', attachment: a, ms: Date.now() - started,
       ...(st.mode === 'refuse' ? { error: `the agent refuses this kernel (self-test): ${refusedBy.join('; ')}` } : {}),
       selfTest: {
         mode: st.mode,
-        failed: st.checks.filter((c) => !c.ok).map((c) => `${c.name} (${c.kind}): ${c.detail}`),
+        failed: failed.map((c) => `${c.name} (${c.kind}): ${c.detail}`),
         // What the guest's suites read back (test/kernel/verdict.ts), as SIDECAR_ACCEL_SELFTEST.
-        verdict: { mode: st.mode, failed: st.checks.filter((c) => !c.ok).map((c) => c.name) },
+        verdict: { mode: st.mode, failed: failed.map((c) => c.name) },
       },
     };
   } finally {

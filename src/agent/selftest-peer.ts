@@ -84,16 +84,23 @@ function write(s: net.Socket, b: Buffer): Promise<void> {
   return new Promise((resolve, reject) => s.write(b, (e) => (e ? reject(e) : resolve())));
 }
 
-/** Waits until `fd` has `n` bytes to read (loopback delivers within the sender's call; bounded). */
-async function queued(fd: number, n: number): Promise<number> {
-  const until = Date.now() + 2000;
-  let q = native().fionread(fd);
-  while (q < n && Date.now() < until) {
-    await new Promise((r) => setImmediate(r));
-    q = native().fionread(fd);
+/**
+ * Reads `reading` until `enough` holds or `boundMs` passed, and returns the
+ * last reading (no kernel event announces a queue's fill level). `stepMs` 0
+ * reads again at the next turn of the event loop.
+ */
+async function readUntil(reading: () => number, enough: (n: number) => boolean, boundMs: number, stepMs: number): Promise<number> {
+  const until = Date.now() + boundMs;
+  let n = reading();
+  while (!enough(n) && Date.now() < until) {
+    await new Promise((r) => (stepMs ? setTimeout(r, stepMs) : setImmediate(r)));
+    n = reading();
   }
-  return q;
+  return n;
 }
+
+/** Waits until `fd` has `n` bytes to read (loopback delivers within the sender's call; bounded). */
+const queued = (fd: number, n: number): Promise<number> => readUntil(() => native().fionread(fd), (q) => q >= n, 2000, 0);
 
 async function deliveryPeekFionread(): Promise<void> {
   const p = await connectedPair();
@@ -147,14 +154,8 @@ async function fionreadAfterFallback(): Promise<void> {
 }
 
 /** Waits (bounded) until TCP's receive queue holds bytes; returns how many a peek sees. */
-async function tcpQueueFilled(fd: number): Promise<number> {
-  const until = Date.now() + 30_000;
-  for (;;) {
-    const n = native().recvDontwait(fd, 1 << 16, true).length;
-    if (n > 0 || Date.now() > until) return n;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const tcpQueueFilled = (fd: number): Promise<number> =>
+  readUntil(() => native().recvDontwait(fd, 1 << 16, true).length, (n) => n > 0, 30_000, 5);
 
 async function halfClose(): Promise<void> {
   const p = await connectedPair();
