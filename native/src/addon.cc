@@ -208,6 +208,63 @@ Napi::Value OpenPath(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
+// Map sizes come from the kernel, never from JavaScript: the kernel writes
+// (lookup, next key) and reads (update, delete) exactly these many bytes, so a
+// buffer of any other length is refused before the syscall.
+struct MapSizes {
+  std::string name;
+  uint32_t key;
+  uint32_t value;  // bytes one lookup writes: per-CPU maps hold one 8-aligned slot per possible CPU
+  bool per_cpu;
+};
+
+bool IsPerCpuMap(uint32_t type) {
+  return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+         type == BPF_MAP_TYPE_LRU_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+// bpf_obj_get_info_by_fd is what libbpf 1.2's bpf_map_get_info_by_fd wraps;
+// Debian 12 ships libbpf 1.1.
+MapSizes SizesOf(Napi::Env env, int fd, const std::string &op) {
+  struct bpf_map_info mi = {};
+  __u32 len = sizeof(mi);
+  g_libbpf_log.clear();
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) throw ErrnoError(env, op + ": bpf_obj_get_info_by_fd", errno);
+  MapSizes s{mi.name, mi.key_size, mi.value_size, IsPerCpuMap(mi.type)};
+  if (s.per_cpu) {
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus < 0) throw ErrnoError(env, op + ": libbpf_num_possible_cpus", cpus);
+    s.value = ((mi.value_size + 7) / 8 * 8) * (uint32_t)cpus;
+  }
+  return s;
+}
+
+// A buffer whose length is not the map's: EINVAL, with what was expected.
+Napi::Error SizeMismatch(Napi::Env env, const std::string &op, const MapSizes &m, const char *what,
+                         uint32_t expected, size_t actual) {
+  g_libbpf_log.clear();
+  Napi::Error e = ErrnoError(env, op, EINVAL,
+                             std::string(what) + " is " + std::to_string(actual) + " bytes, map " + m.name + " takes " +
+                                 std::to_string(expected));
+  Napi::Object mm = Napi::Object::New(env);
+  mm.Set("what", Napi::String::New(env, what));
+  mm.Set("map", Napi::String::New(env, m.name));
+  mm.Set("expected", Napi::Number::New(env, expected));
+  mm.Set("actual", Napi::Number::New(env, (double)actual));
+  e.Set("sizeMismatch", mm);
+  return e;
+}
+
+Napi::Buffer<uint8_t> BufferArg(const Napi::CallbackInfo &info, size_t i, const char *what) {
+  if (!info[i].IsBuffer()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a Buffer");
+  return info[i].As<Napi::Buffer<uint8_t>>();
+}
+
+int FdArg(const Napi::CallbackInfo &info, size_t i) {
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "fd must be a number");
+  return info[i].As<Napi::Number>().Int32Value();
+}
+
 Napi::Value ProgInfo(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
@@ -234,6 +291,9 @@ Napi::Value MapInfo(const Napi::CallbackInfo &info) {
   out.Set("keySize", mi.key_size);
   out.Set("valueSize", mi.value_size);
   out.Set("maxEntries", mi.max_entries);
+  MapSizes m = SizesOf(env, fd, "mapInfo");
+  out.Set("perCpu", Napi::Boolean::New(env, m.per_cpu));
+  out.Set("lookupSize", Napi::Number::New(env, m.value));
   return out;
 }
 
@@ -257,52 +317,64 @@ Napi::Value LinkDetach(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-// mapLookup(fd, key, valueSize) -> Buffer | null (null on ENOENT)
+// mapLookup(fd, key) -> Buffer of the map's value size (all CPUs' slots for a
+// per-CPU map) | null on ENOENT
 Napi::Value MapLookup(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  Napi::Buffer<uint8_t> key = info[1].As<Napi::Buffer<uint8_t>>();
-  size_t vsize = info[2].As<Napi::Number>().Uint32Value();
-  Napi::Buffer<uint8_t> val = Napi::Buffer<uint8_t>::New(env, vsize);
+  int fd = FdArg(info, 0);
+  Napi::Buffer<uint8_t> key = BufferArg(info, 1, "key");
+  MapSizes m = SizesOf(env, fd, "bpf_map_lookup_elem");
+  if (key.Length() != m.key) throw SizeMismatch(env, "bpf_map_lookup_elem", m, "key", m.key, key.Length());
+  Napi::Buffer<uint8_t> val = Napi::Buffer<uint8_t>::New(env, m.value);
   if (bpf_map_lookup_elem(fd, key.Data(), val.Data())) {
     if (errno == ENOENT) return env.Null();
-    throw ErrnoError(env, "bpf_map_lookup_elem", errno);
+    throw ErrnoError(env, "bpf_map_lookup_elem", errno, m.name);
   }
   return val;
 }
 
 Napi::Value MapUpdate(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  Napi::Buffer<uint8_t> key = info[1].As<Napi::Buffer<uint8_t>>();
-  Napi::Buffer<uint8_t> val = info[2].As<Napi::Buffer<uint8_t>>();
+  int fd = FdArg(info, 0);
+  Napi::Buffer<uint8_t> key = BufferArg(info, 1, "key");
+  Napi::Buffer<uint8_t> val = BufferArg(info, 2, "value");
   __u64 flags = info[3].As<Napi::Number>().Int64Value();
-  if (bpf_map_update_elem(fd, key.Data(), val.Data(), flags)) throw ErrnoError(env, "bpf_map_update_elem", errno);
+  MapSizes m = SizesOf(env, fd, "bpf_map_update_elem");
+  if (key.Length() != m.key) throw SizeMismatch(env, "bpf_map_update_elem", m, "key", m.key, key.Length());
+  if (val.Length() != m.value) throw SizeMismatch(env, "bpf_map_update_elem", m, "value", m.value, val.Length());
+  if (bpf_map_update_elem(fd, key.Data(), val.Data(), flags)) throw ErrnoError(env, "bpf_map_update_elem", errno, m.name);
   return env.Undefined();
 }
 
 // mapDelete(fd, key) -> true if an entry was deleted, false if none existed
 Napi::Value MapDelete(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  Napi::Buffer<uint8_t> key = info[1].As<Napi::Buffer<uint8_t>>();
+  int fd = FdArg(info, 0);
+  Napi::Buffer<uint8_t> key = BufferArg(info, 1, "key");
+  MapSizes m = SizesOf(env, fd, "bpf_map_delete_elem");
+  if (key.Length() != m.key) throw SizeMismatch(env, "bpf_map_delete_elem", m, "key", m.key, key.Length());
   if (bpf_map_delete_elem(fd, key.Data())) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    throw ErrnoError(env, "bpf_map_delete_elem", errno);
+    throw ErrnoError(env, "bpf_map_delete_elem", errno, m.name);
   }
   return Napi::Boolean::New(env, true);
 }
 
-// mapNextKey(fd, key | null, keySize) -> Buffer | null at the end
+// mapNextKey(fd, key | null) -> Buffer of the map's key size | null at the end
 Napi::Value MapNextKey(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  size_t ksize = info[2].As<Napi::Number>().Uint32Value();
-  Napi::Buffer<uint8_t> next = Napi::Buffer<uint8_t>::New(env, ksize);
-  const void *cur = info[1].IsNull() ? nullptr : info[1].As<Napi::Buffer<uint8_t>>().Data();
+  int fd = FdArg(info, 0);
+  MapSizes m = SizesOf(env, fd, "bpf_map_get_next_key");
+  const void *cur = nullptr;
+  if (!info[1].IsNull()) {
+    Napi::Buffer<uint8_t> key = BufferArg(info, 1, "key");
+    if (key.Length() != m.key) throw SizeMismatch(env, "bpf_map_get_next_key", m, "key", m.key, key.Length());
+    cur = key.Data();
+  }
+  Napi::Buffer<uint8_t> next = Napi::Buffer<uint8_t>::New(env, m.key);
   if (bpf_map_get_next_key(fd, cur, next.Data())) {
     if (errno == ENOENT) return env.Null();
-    throw ErrnoError(env, "bpf_map_get_next_key", errno);
+    throw ErrnoError(env, "bpf_map_get_next_key", errno, m.name);
   }
   return next;
 }

@@ -11,7 +11,7 @@ import {
   BPF_ANY, BPF_NOEXIST, defaultObjectPath, isNativeError, native, type NativeAddon,
 } from './native.js';
 import {
-  COUNTER_NAMES, EXPECTED_LAYOUTS, addPerCpuCounters, decodeConfig, decodeNetnsPolicy,
+  COUNTER_NAMES, EXPECTED_LAYOUTS, addPerCpuCounters, sumPerCpuU64, decodeConfig, decodeNetnsPolicy,
   encodeConfig, encodeNetnsPolicy, encodeU32, encodeU64, layoutMismatches, zeroCounters,
   type Counters, type NetnsPolicy, type NodeConfig,
 } from './layout.js';
@@ -290,9 +290,8 @@ export class Datapath {
   enabledNetns(): Map<bigint, NetnsPolicy> {
     this.live();
     const out = new Map<bigint, NetnsPolicy>();
-    const size = EXPECTED_LAYOUTS.accel_netns_policy!.size;
-    for (let k = this.n.mapNextKey(this.maps.netns_policy, null, 8); k; k = this.n.mapNextKey(this.maps.netns_policy, k, 8)) {
-      const v = this.n.mapLookup(this.maps.netns_policy, k, size);
+    for (let k = this.n.mapNextKey(this.maps.netns_policy, null); k; k = this.n.mapNextKey(this.maps.netns_policy, k)) {
+      const v = this.n.mapLookup(this.maps.netns_policy, k);
       if (v) out.set(k.readBigUInt64LE(0), decodeNetnsPolicy(v));
     }
     return out;
@@ -305,7 +304,7 @@ export class Datapath {
 
   config(): Required<NodeConfig> {
     this.live();
-    const v = this.n.mapLookup(this.maps.accel_cfg, encodeU32(0), EXPECTED_LAYOUTS.accel_config!.size);
+    const v = this.n.mapLookup(this.maps.accel_cfg, encodeU32(0));
     if (!v) throw new DatapathError('config map has no entry 0');
     return decodeConfig(v);
   }
@@ -315,8 +314,8 @@ export class Datapath {
     this.live();
     const out = zeroCounters();
     COUNTER_NAMES.forEach((name, i) => {
-      const v = this.n.mapLookup(this.maps.counters, encodeU32(i), 8 * this.cpus);
-      if (v) for (let cpu = 0; cpu < this.cpus; cpu++) out[name] += v.readBigUInt64LE(8 * cpu);
+      const v = this.n.mapLookup(this.maps.counters, encodeU32(i));
+      if (v) out[name] += sumPerCpuU64(v, this.cpus);
     });
     return out;
   }
@@ -325,7 +324,7 @@ export class Datapath {
   netnsCounters(netnsCookie: bigint): Counters | null {
     this.live();
     const slot = EXPECTED_LAYOUTS.accel_counters!.size;
-    const v = this.n.mapLookup(this.maps.netns_counters, encodeU64(netnsCookie), slot * this.cpus);
+    const v = this.n.mapLookup(this.maps.netns_counters, encodeU64(netnsCookie));
     if (!v) return null;
     const out = zeroCounters();
     addPerCpuCounters(out, v, this.cpus, slot);
@@ -381,8 +380,7 @@ export class Datapath {
   socketCount(): number {
     this.live();
     let n = 0;
-    const size = EXPECTED_LAYOUTS.accel_conn_key!.size;
-    for (let k = this.n.mapNextKey(this.maps.sock_hash, null, size); k; k = this.n.mapNextKey(this.maps.sock_hash, k, size)) n++;
+    for (let k = this.n.mapNextKey(this.maps.sock_hash, null); k; k = this.n.mapNextKey(this.maps.sock_hash, k)) n++;
     return n;
   }
 

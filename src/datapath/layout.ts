@@ -138,7 +138,13 @@ export function encodeNetnsPolicy(p: NetnsPolicy): Buffer {
   return b;
 }
 
+/** A value buffer of another length than the codec's: never decoded. */
+function expectLength(what: string, b: Buffer, want: number): void {
+  if (b.length !== want) throw new RangeError(`${what}: ${b.length} bytes, the codec reads ${want}`);
+}
+
 export function decodeNetnsPolicy(b: Buffer): NetnsPolicy {
+  expectLength('struct accel_netns_policy', b, EXPECTED_LAYOUTS.accel_netns_policy!.size);
   const n = Math.min(b.readUInt32LE(4), MAX_EXCLUDE_PORTS);
   const ports: number[] = [];
   for (let i = 0; i < n; i++) ports.push(b.readUInt16LE(8 + 2 * i));
@@ -164,6 +170,7 @@ export function encodeConfig(c: NodeConfig): Buffer {
 }
 
 export function decodeConfig(b: Buffer): Required<NodeConfig> {
+  expectLength('struct accel_config', b, EXPECTED_LAYOUTS.accel_config!.size);
   const flags = b.readUInt32LE(0);
   return {
     crossPod: (flags & CFG_CROSS_POD) !== 0, keepaliveIdleSeconds: b.readUInt32LE(4), proxyUid: b.readUInt32LE(8),
@@ -175,11 +182,21 @@ export function zeroCounters(): Counters {
   return Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0n])) as Counters;
 }
 
-/** Sums a per-CPU value buffer of `cpus` slots of `slot` bytes into counters at `base`. */
+/** Sums a per-CPU value buffer of `cpus` slots of `slot` bytes into counters. */
 export function addPerCpuCounters(into: Counters, buf: Buffer, cpus: number, slot: number): void {
+  expectLength(`per-CPU struct accel_counters (${cpus} CPUs)`, buf, cpus * slot);
+  if (slot < 8 * COUNTER_NAMES.length) throw new RangeError(`per-CPU struct accel_counters: ${slot}-byte slots hold fewer than ${COUNTER_NAMES.length} counters`);
   for (let cpu = 0; cpu < cpus; cpu++) {
     COUNTER_NAMES.forEach((name, i) => {
       into[name] += buf.readBigUInt64LE(cpu * slot + 8 * i);
     });
   }
+}
+
+/** Sums one per-CPU u64 (a lookup of `cpus` 8-byte slots). */
+export function sumPerCpuU64(buf: Buffer, cpus: number): bigint {
+  expectLength(`per-CPU u64 (${cpus} CPUs)`, buf, 8 * cpus);
+  let sum = 0n;
+  for (let cpu = 0; cpu < cpus; cpu++) sum += buf.readBigUInt64LE(8 * cpu);
+  return sum;
 }

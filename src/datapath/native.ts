@@ -18,6 +18,10 @@ export interface StructLayout {
 
 export interface MapInfo {
   id: number; type: number; name: string; keySize: number; valueSize: number; maxEntries: number;
+  /** A per-CPU map: a lookup returns one slot of round_up(valueSize, 8) bytes per possible CPU. */
+  perCpu: boolean;
+  /** Bytes one lookup returns (and one update takes), as the kernel writes them. */
+  lookupSize: number;
 }
 
 export interface ProgInfo { id: number; type: number; name: string }
@@ -38,10 +42,15 @@ export interface NativeAddon {
   progInfo(fd: number): ProgInfo;
   mapInfo(fd: number): MapInfo;
   linkInfo(fd: number): LinkInfo;
-  mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  /**
+   * Map operations take their sizes from the kernel (the map's info): a key
+   * or value of another length is refused (EINVAL, `sizeMismatch` set), and
+   * a lookup returns a buffer of the map's lookupSize.
+   */
+  mapLookup(fd: number, key: Buffer): Buffer | null;
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
-  mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
+  mapNextKey(fd: number, key: Buffer | null): Buffer | null;
   possibleCpus(): number;
   netnsCookie(nsPath: string): bigint;
   mountBpffs(path: string): void;
@@ -67,6 +76,17 @@ export interface NativeError extends Error {
 export function isNativeError(e: unknown): e is NativeError {
   return e instanceof Error && typeof (e as Partial<NativeError>).errno === 'number'
     && typeof (e as Partial<NativeError>).op === 'string';
+}
+
+/** A key or value buffer whose length is not the map's (the kernel's sizes). */
+export interface SizeMismatchError extends NativeError {
+  sizeMismatch: { what: 'key' | 'value'; map: string; expected: number; actual: number };
+}
+
+export function isSizeMismatch(e: unknown): e is SizeMismatchError {
+  if (!isNativeError(e)) return false;
+  const m = (e as Partial<SizeMismatchError>).sizeMismatch;
+  return typeof m === 'object' && m !== null && typeof m.expected === 'number' && typeof m.actual === 'number';
 }
 
 export const BPF_ANY = 0;

@@ -6,7 +6,7 @@ import { native, defaultObjectPath } from '../../src/datapath/native.js';
 import { loadRefusal } from '../../src/datapath/datapath.js';
 import {
   EXPECTED_LAYOUTS, COUNTER_NAMES, layoutMismatches, encodeNetnsPolicy, decodeNetnsPolicy,
-  encodeConfig, decodeConfig, addPerCpuCounters, zeroCounters, MAX_EXCLUDE_PORTS,
+  encodeConfig, decodeConfig, addPerCpuCounters, zeroCounters, MAX_EXCLUDE_PORTS, sumPerCpuU64,
 } from '../../src/datapath/layout.js';
 
 test('every codec matches the BTF of the built BPF object', () => {
@@ -77,4 +77,17 @@ test('a refused load is one line naming what the kernel lacks, not a verifier lo
   assert.doesNotMatch(loadRefusal('bpf_object__load: Permission denied (EPERM)'), /\n/);
   // What Debian's 5.10.262 says first about this object (kernel matrix).
   assert.match(loadRefusal('libbpf: prog \'accel_sockops\': -- BEGIN PROG LOAD LOG --\nfunc#0 @0\nBPF_STX uses reserved fields\n-- END PROG LOAD LOG --'), /^this kernel cannot run sidecar-accel: its BPF verifier lacks atomic fetch operations/);
+});
+
+test('a value of another length than the codec reads is refused, never decoded', () => {
+  const policy = encodeNetnsPolicy({ enabled: true, excludePorts: [], crossPod: false });
+  assert.throws(() => decodeNetnsPolicy(policy.subarray(0, policy.length - 2)), /accel_netns_policy: 38 bytes, the codec reads 40/);
+  const cfg = encodeConfig({ crossPod: false, keepaliveIdleSeconds: 0 });
+  assert.throws(() => decodeConfig(Buffer.concat([cfg, Buffer.alloc(8)])), /accel_config: 24 bytes, the codec reads 16/);
+  const slot = 8 * COUNTER_NAMES.length;
+  // Counters of a layout with one counter fewer: two CPUs of 8 bytes less each.
+  assert.throws(() => addPerCpuCounters(zeroCounters(), Buffer.alloc(2 * (slot - 8)), 2, slot), /accel_counters \(2 CPUs\)/);
+  assert.throws(() => addPerCpuCounters(zeroCounters(), Buffer.alloc(2 * (slot - 8)), 2, slot - 8), /hold fewer than/);
+  assert.throws(() => sumPerCpuU64(Buffer.alloc(8), 2), /per-CPU u64 \(2 CPUs\): 8 bytes, the codec reads 16/);
+  assert.equal(sumPerCpuU64(Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]), 2), 3n);
 });
