@@ -9,6 +9,7 @@ import net from 'node:net';
 import readline from 'node:readline';
 import { once } from 'node:events';
 import { native } from '../datapath/native.js';
+import { cgroupPathOf } from '../datapath/mounts.js';
 
 const SOL_SOCKET = 1;
 const SO_RCVBUF = 8;
@@ -243,5 +244,6 @@ try {
   check('run', false, (e as Error).message);
 }
 srv.close();
-process.stdout.write(JSON.stringify({ checks }) + '\n');
+// Where this process ran: the agent's own cgroup, never one it was moved to.
+process.stdout.write(JSON.stringify({ checks, cgroup: cgroupPathOf() ?? null }) + '\n');
 process.exit(0);

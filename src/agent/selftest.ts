@@ -7,10 +7,13 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Datapath } from '../datapath/datapath.js';
 import { netnsCookieOfPath } from '../datapath/netns.js';
+import { cgroupDirOf, cgroupWithin } from '../datapath/mounts.js';
+import { destroyCgroup } from '../topology/cgroup.js';
 import { run } from '../util/exec.js';
 import { LineProcess } from '../util/lines.js';
 import type { Check } from './selftest-peer.js';
@@ -18,13 +21,19 @@ import { kernelSupportCheck } from './kernel-support.js';
 
 export type SelfTestCheck = Check;
 export type SelfTestMode = 'full' | 'sidecar-only' | 'refuse';
-export interface SelfTestResult { ok: boolean; mode: SelfTestMode; checks: SelfTestCheck[] }
+export interface SelfTestResult {
+  ok: boolean;
+  mode: SelfTestMode;
+  checks: SelfTestCheck[];
+  /** The cgroup (as /proc/<pid>/cgroup shows it) the peer ran in; null when it reported none. */
+  peerCgroup: string | null;
+}
 
 const peerScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'selftest-peer.js');
 
 /** Answers the peer's requests to switch its netns between redirect and TCP. */
 class PeerDriver extends LineProcess {
-  constructor(child: ReturnType<typeof spawn>, private readonly onNeed: (what: string) => void) {
+  constructor(child: ChildProcess, private readonly onNeed: (what: string) => void) {
     super(child);
   }
 
@@ -46,6 +55,7 @@ export async function runSelfTest(dp: Datapath, timeoutMs = 30_000): Promise<Sel
   const ns = `sa-selftest-${crypto.randomBytes(3).toString('hex')}`;
   await run('ip', ['netns', 'add', ns]);
   let cookie: bigint | undefined;
+  let leaf: string | undefined;
   const restore = dp.config();
   try {
     await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
@@ -54,9 +64,7 @@ export async function runSelfTest(dp: Datapath, timeoutMs = 30_000): Promise<Sel
     // The peer plays an application: its sockets must be eligible here.
     dp.setConfig({ ...restore, sidecarOnly: false });
     dp.enable(netns);
-    // Into the attach cgroup first, so the program sees the peer's sockets.
-    const child = spawn('bash', ['-c', 'echo $$ > "$0/cgroup.procs" && exec nsenter --net="$1" -- "${@:2}"',
-      dp.cgroupPath, `/run/netns/${ns}`, process.execPath, peerScript], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnPeer(dp.cgroupPath, `/run/netns/${ns}`, (dir) => { leaf = dir; });
     const peer = new PeerDriver(child, (what) => {
       if (what === 'tcp') dp.disable(netns, { keepCounters: true });
       else dp.enable(netns);
@@ -69,7 +77,8 @@ export async function runSelfTest(dp: Datapath, timeoutMs = 30_000): Promise<Sel
       clearTimeout(timer);
     }
     const last = lines.filter((l) => l.startsWith('{"checks"')).at(-1) ?? '{"checks":[]}';
-    const checks = (JSON.parse(last) as { checks: SelfTestCheck[] }).checks;
+    const report = JSON.parse(last) as { checks: SelfTestCheck[]; cgroup?: string | null };
+    const checks = report.checks;
     const c = dp.netnsCounters(netns);
     checks.push({ name: 'paired', ok: !!c && c.socketsPaired >= 4n && c.redirectedBytes > 0n,
       detail: `${c?.socketsPaired ?? 0n} sockets paired, ${c?.redirectedBytes ?? 0n} bytes redirected`, kind: 'required' });
@@ -79,10 +88,29 @@ export async function runSelfTest(dp: Datapath, timeoutMs = 30_000): Promise<Sel
       detail: `${c?.fallbackBlocking ?? 0n} blocking sockets left alone (a blocking reader on a paired socket gets EAGAIN where TCP waits)`, kind: 'required' });
     checks.push(kernelSupportCheck(os.release()));
     const mode = selfTestMode(checks);
-    return { ok: mode !== 'refuse', mode, checks };
+    return { ok: mode !== 'refuse', mode, checks, peerCgroup: report.cgroup ?? null };
   } finally {
     dp.setConfig(restore);
     if (cookie !== undefined) dp.disable(cookie);
     await run('ip', ['netns', 'del', ns], { allowFail: true });
+    if (leaf) await destroyCgroup(leaf);
   }
+}
+
+/**
+ * Starts the peer in the self-test's netns. The programs see a socket of any
+ * cgroup at or below the one they are linked to, so when the agent runs there
+ * (always, linked at the host's root) the peer stays in the agent's own cgroup:
+ * nothing is moved. Only a datapath linked elsewhere (the tests' and the
+ * kernel matrix's own cgroups) needs the peer in a fresh leaf below it,
+ * created here and removed after (`onLeaf`); never the linked cgroup itself.
+ */
+function spawnPeer(attachCgroup: string, netnsPath: string, onLeaf: (dir: string) => void): ChildProcess {
+  const argv = [`--net=${netnsPath}`, '--', process.execPath, peerScript];
+  const own = cgroupDirOf('self');
+  if (own !== undefined && cgroupWithin(own, attachCgroup)) return spawn('nsenter', argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const leaf = path.join(attachCgroup, `sa-selftest-${crypto.randomBytes(3).toString('hex')}`);
+  fs.mkdirSync(leaf);
+  onLeaf(leaf);
+  return spawn('bash', ['-c', 'echo $$ > "$0/cgroup.procs" && exec nsenter "$@"', leaf, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
 }

@@ -2,6 +2,7 @@
 // /proc/mounts (cgroup v2 is not always at /sys/fs/cgroup: hybrid layouts
 // put it at /sys/fs/cgroup/unified).
 import fs from 'node:fs';
+import path from 'node:path';
 
 export interface Mount { source: string; target: string; fstype: string; options: string }
 
@@ -48,4 +49,38 @@ export function bpffsContaining(dir: string, mounts: Mount[] = readMounts()): st
 /** cgroup v2 id of a cgroup directory: its inode number. */
 export function cgroupId(dir: string): bigint {
   return fs.statSync(dir, { bigint: true }).ino;
+}
+
+/**
+ * The cgroup v2 path of a process as /proc/<pid>/cgroup shows it ("0::" line,
+ * relative to the cgroup namespace's root), or undefined when it has none.
+ */
+export function cgroupPathOf(pid: number | 'self' = 'self'): string | undefined {
+  const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+  return line?.slice(3);
+}
+
+/**
+ * The directory of a process's cgroup under the cgroup2 mount, or undefined
+ * when the mount does not show it (outside this cgroup namespace's view).
+ */
+export function cgroupDirOf(pid: number | 'self' = 'self', mount: string = cgroup2Root()): string | undefined {
+  const rel = cgroupPathOf(pid);
+  if (rel === undefined || !rel.startsWith('/') || rel.split('/').includes('..') || rel.endsWith(' (deleted)')) return undefined;
+  const dir = path.join(mount, rel);
+  return fs.existsSync(path.join(dir, 'cgroup.procs')) ? dir : undefined;
+}
+
+/** True when cgroup directory `dir` is `ancestor` or below it (compared by device and inode, up to the mount). */
+export function cgroupWithin(dir: string, ancestor: string, mount: string = cgroup2Root()): boolean {
+  const id = (d: string) => {
+    const st = fs.statSync(d, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  };
+  const want = id(ancestor);
+  const top = path.resolve(mount);
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (id(d) === want) return true;
+    if (d === top || path.dirname(d) === d) return false;
+  }
 }
