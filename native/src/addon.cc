@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <unistd.h>
 
 #include <string>
@@ -420,6 +421,47 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo &info) {
   return Napi::BigInt::New(env, cookie);
 }
 
+// netnsAddresses(nsPath) -> [address] of every interface there (getifaddrs:
+// its netlink socket is made in the netns this thread entered), as
+// inet_ntop writes them. Returns to the agent's netns as NetnsCookie does.
+Napi::Value NetnsAddresses(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>();
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) throw ErrnoError(env, "open netns", errno, path);
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) {
+    int e = errno;
+    close(target);
+    throw ErrnoError(env, "open own netns", e);
+  }
+  if (setns(target, CLONE_NEWNET)) {
+    int e = errno;
+    close(target);
+    close(self);
+    throw ErrnoError(env, "setns", e, path);
+  }
+  struct ifaddrs *ifa = nullptr;
+  int rc = getifaddrs(&ifa);
+  int ifa_err = errno;
+  if (setns(self, CLONE_NEWNET)) abort();
+  close(target);
+  close(self);
+  if (rc) throw ErrnoError(env, "getifaddrs in netns", ifa_err, path);
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
+    if (!i->ifa_addr) continue;
+    char buf[INET6_ADDRSTRLEN];
+    const void *a = nullptr;
+    if (i->ifa_addr->sa_family == AF_INET) a = &((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+    else if (i->ifa_addr->sa_family == AF_INET6) a = &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
+    if (a && inet_ntop(i->ifa_addr->sa_family, a, buf, sizeof buf)) out.Set(n++, Napi::String::New(env, buf));
+  }
+  freeifaddrs(ifa);
+  return out;
+}
+
 Napi::Value MountBpffs(const Napi::CallbackInfo &info) {
   std::string path = info[0].As<Napi::String>();
   if (mount("bpf", path.c_str(), "bpf", 0, "mode=0700")) throw ErrnoError(info.Env(), "mount bpffs", errno, path);
@@ -549,6 +591,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));
   exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie));
+  exports.Set("netnsAddresses", Napi::Function::New(env, NetnsAddresses));
   exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs));
   return exports;
 }

@@ -14,7 +14,7 @@ import { loadConfigFile } from '../config/load.js';
 import type { AgentConfig } from '../config/schema.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { localNamespaces, localWorkloads } from '../workloads/local.js';
-import { reconcileOnce, resolveCookie, type WorkloadStatus } from '../reconcile/reconciler.js';
+import { reconcileOnce, CookieResolver, type WorkloadStatus } from '../reconcile/reconciler.js';
 import type { XdsHealth } from '../workloads/xds.js';
 import { buildSources, sourcesChanged, startSources, stopSources, type Sources } from './sources.js';
 import { joinMesh } from '../workloads/join.js';
@@ -218,13 +218,21 @@ export class Agent {
       if (!kubeSynced) for (const [uid, s] of this.statuses) if (s.source === 'kubernetes') { carried.push(s); previous.delete(uid); }
       const namespaces = new Map([...(kube?.namespaces() ?? []), ...localNamespaces(this.config)]);
       const procRoot = this.config.kubernetes.hostProc;
-      const r = reconcileOnce(this.dp, {
-        workloads: joinMesh([...localWorkloads(this.config), ...(kubeSynced ? kube?.workloads() ?? [] : [])], this.sources.xds),
-        namespaces,
-        // In a cluster the istio ConfigMap is the truth; the config's mesh is the fallback.
-        meshFor: (w) => (w.source === 'kubernetes' ? kube?.meshFor(w) ?? this.config.mesh : this.config.mesh),
-        complete: kubeSynced,
-      }, this.log, previous, (w) => resolveCookie(w, procRoot));
+      const workloads = joinMesh([...localWorkloads(this.config), ...(kubeSynced ? kube?.workloads() ?? [] : [])], this.sources.xds);
+      // One pass over the host's /proc for every pod of this reconcile.
+      const cookies = CookieResolver.forWorkloads(workloads, procRoot);
+      let r;
+      try {
+        r = reconcileOnce(this.dp, {
+          workloads,
+          namespaces,
+          // In a cluster the istio ConfigMap is the truth; the config's mesh is the fallback.
+          meshFor: (w) => (w.source === 'kubernetes' ? kube?.meshFor(w) ?? this.config.mesh : this.config.mesh),
+          complete: kubeSynced,
+        }, this.log, previous, (w) => cookies.cookieOf(w));
+      } finally {
+        cookies.close();
+      }
       this.statuses = new Map([...r.statuses, ...carried].map((s) => [s.uid, s]));
       errors = r.errors;
       this.drainOldGenerations();

@@ -53,6 +53,8 @@ export interface NativeAddon {
   mapNextKey(fd: number, key: Buffer | null): Buffer | null;
   possibleCpus(): number;
   netnsCookie(nsPath: string): bigint;
+  /** Every interface address of the netns at nsPath (getifaddrs there), as inet_ntop writes them. */
+  netnsAddresses(nsPath: string): string[];
   mountBpffs(path: string): void;
   fionread(fd: number): number;
   /** A blocking TCP socket connected to ipv4:port (the self-test's blocking reader). */

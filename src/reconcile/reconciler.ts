@@ -8,7 +8,7 @@ import { netnsCookieOfPath, netnsCookieOfPid } from '../datapath/netns.js';
 import type { NetnsPolicy } from '../datapath/layout.js';
 import type { Namespace, Workload } from '../workloads/workload.js';
 import { netnsRefText } from '../workloads/workload.js';
-import { podNetnsPath } from '../workloads/pod-netns.js';
+import { PodNetnsScan } from '../workloads/pod-netns.js';
 
 export interface KernelTarget {
   enable(cookie: bigint, opts: { excludePorts: number[]; crossPod: boolean }): void;
@@ -58,11 +58,35 @@ function samePolicy(a: NetnsPolicy | undefined, want: { ports: number[]; crossPo
     && a.excludePorts.every((p, i) => p === want.ports[i]);
 }
 
-/** Resolves a workload's netns cookie; `procRoot` is the host's /proc for pod UIDs. */
-export function resolveCookie(w: Workload, procRoot = '/proc'): bigint {
-  if ('path' in w.netns) return netnsCookieOfPath(w.netns.path);
-  if ('pid' in w.netns) return netnsCookieOfPid(w.netns.pid);
-  return netnsCookieOfPath(podNetnsPath(w.netns.podUid, procRoot));
+/**
+ * Resolves the netns cookies of one pass's workloads. Pods are found in one
+ * scan of `procRoot` (the host's /proc) for all of them, made up front; the
+ * scan's netns handles stay open until close(), so a cookie is read from the
+ * very netns the scan found.
+ */
+export class CookieResolver {
+  private constructor(private readonly scan: PodNetnsScan | undefined, private readonly scanError: unknown) {}
+
+  static forWorkloads(workloads: readonly Workload[], procRoot = '/proc'): CookieResolver {
+    const pods = workloads.flatMap((w) => ('podUid' in w.netns ? [w.netns.podUid] : []));
+    if (pods.length === 0) return new CookieResolver(undefined, undefined);
+    try {
+      return new CookieResolver(PodNetnsScan.scan(pods, { procRoot }), undefined);
+    } catch (e) {
+      return new CookieResolver(undefined, e);
+    }
+  }
+
+  cookieOf(w: Workload): bigint {
+    if ('path' in w.netns) return netnsCookieOfPath(w.netns.path);
+    if ('pid' in w.netns) return netnsCookieOfPid(w.netns.pid);
+    if (!this.scan) throw this.scanError instanceof Error ? this.scanError : new Error(`pod ${w.netns.podUid}: its netns was not looked for`);
+    return netnsCookieOfPath(this.scan.netnsOf(w.netns.podUid, w.netns.ips).path);
+  }
+
+  close(): void {
+    this.scan?.close();
+  }
 }
 
 /**
@@ -71,7 +95,7 @@ export function resolveCookie(w: Workload, procRoot = '/proc'): bigint {
  */
 export function reconcileOnce(
   target: KernelTarget, desired: DesiredState, log: Logger, previous: Map<string, WorkloadStatus>,
-  cookieOf: (w: Workload) => bigint = resolveCookie,
+  cookieOf: (w: Workload) => bigint,
 ): ReconcileResult {
   const statuses: WorkloadStatus[] = [];
   const want = new Map<bigint, { ports: number[]; known: (boolean | undefined)[]; owners: WorkloadStatus[] }>();

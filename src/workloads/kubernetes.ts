@@ -35,6 +35,13 @@ interface Watched<T extends k8s.KubernetesObject> {
 
 export interface SourceHealth { synced: boolean; errors: number; lastError?: string }
 
+/** The pod's IPs as the kubelet reports them (status.podIPs; podIP alone from older API servers). */
+export function podIps(status: { podIP?: string; podIPs?: { ip?: string }[] } | undefined): string[] {
+  const ips = (status?.podIPs ?? []).map((p) => p.ip).filter((ip): ip is string => typeof ip === 'string' && ip !== '');
+  if (ips.length === 0 && status?.podIP) ips.push(status.podIP);
+  return ips;
+}
+
 function errorText(e: unknown): string {
   if (e instanceof Error) return e.message;
   const o = e as { code?: unknown; statusCode?: unknown; message?: unknown } | undefined;
@@ -137,7 +144,7 @@ export class KubernetesSource {
       const labels = md.labels ?? {};
       return [{
         uid: md.uid, name: md.name, namespace: md.namespace, annotations: md.annotations ?? {}, labels,
-        netns: { podUid: md.uid }, hostNetwork: p.spec?.hostNetwork === true,
+        netns: { podUid: md.uid, ips: podIps(p.status) }, hostNetwork: p.spec?.hostNetwork === true,
         ...(labels[ISTIO_REVISION_LABEL] ? { revision: labels[ISTIO_REVISION_LABEL] } : {}), source: 'kubernetes',
       }];
     });

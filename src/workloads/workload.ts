@@ -1,8 +1,11 @@
 // The one record every workload source yields: `local` (the config file) and
 // `kubernetes` (the API server); the `xds` source adds what istiod knows of a
 // kubernetes pod (`mesh`).
-/** Where a workload's network namespace is: a path, a pid in it, or (Kubernetes) the pod's UID. */
-export type NetnsRef = { path: string } | { pid: number } | { podUid: string };
+/**
+ * Where a workload's network namespace is: a path, a pid in it, or
+ * (Kubernetes) the pod's UID with its IPs (its netns must hold one of them).
+ */
+export type NetnsRef = { path: string } | { pid: number } | { podUid: string; ips: string[] };
 
 export interface Workload {
   /** Stable identity within its source. */

@@ -30,7 +30,9 @@ describe('agent with the kubernetes source', { skip: kernelSkip, timeout: scaled
   const manifest = (which: 'a' | 'b', ann: Record<string, string> = {}) => ({
     metadata: { name: `app-${which}`, namespace: 'shop', uid: uids[which],
       annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}', ...ann } },
-    spec: { nodeName: 'node-1' }, status: { phase: 'Running' },
+    spec: { nodeName: 'node-1' },
+    // The agent takes a netns for the pod only when it holds one of these.
+    status: { phase: 'Running', podIP: pods[which].ip4, podIPs: [{ ip: pods[which].ip4 }, { ip: pods[which].ip6 }] },
   });
 
   before(async () => {
@@ -38,13 +40,13 @@ describe('agent with the kubernetes source', { skip: kernelSkip, timeout: scaled
     api = new FakeApiServer();
     for (const p of [PODS, NSS, CMS]) api.collection(p);
     api.put(NSS, { metadata: { name: 'shop', annotations: { 'sidecar-accel.io/enabled': 'true' } } });
-    api.put(PODS, manifest('a'));
-    api.put(PODS, manifest('b', { 'sidecar-accel.io/enabled': 'false' }));
-    api.put(PODS, { metadata: { name: 'other-node', namespace: 'shop', uid: crypto.randomUUID() }, spec: { nodeName: 'node-2' } });
     await api.start();
     topo = await Topology.create({ label: 'k8s' });
     // kubelet names a pod's cgroup pod<uid>; the sidecar process runs in it.
     pods = { a: await topo.addPod(`pod${uids.a}`), b: await topo.addPod(`pod${uids.b}`) };
+    api.put(PODS, manifest('a'));
+    api.put(PODS, manifest('b', { 'sidecar-accel.io/enabled': 'false' }));
+    api.put(PODS, { metadata: { name: 'other-node', namespace: 'shop', uid: crypto.randomUUID() }, spec: { nodeName: 'node-2' } });
     await pods.a.startSidecar({ upstream4: `${pods.b.ip4}:8080`, appPort: 8080 });
     await pods.b.startSidecar({ upstream4: `${pods.a.ip4}:8080`, appPort: 8080 });
     port = 20000 + Math.floor(Math.random() * 20000);

@@ -36,7 +36,7 @@ describe('agent with the xds source', { skip: kernelSkip, timeout: Number(proces
   const manifest = (which: 'a' | 'b' | 'c') => ({
     metadata: { name: `app-${which}`, namespace: 'shop', uid: uids[which],
       annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}', 'sidecar-accel.io/enabled': 'true' } },
-    spec: { nodeName: 'node-1' }, status: { phase: 'Running' },
+    spec: { nodeName: 'node-1' }, status: { phase: 'Running', podIPs: [{ ip: pods[which].ip4 }] },
   });
   const xdsUid = (which: string) => podWorkloadUid('Kubernetes', 'shop', `app-${which}`);
 
@@ -45,12 +45,12 @@ describe('agent with the xds source', { skip: kernelSkip, timeout: Number(proces
     api = new FakeApiServer();
     for (const p of [PODS, NSS, CMS]) api.collection(p);
     api.put(NSS, { metadata: { name: 'shop' } });
-    for (const w of ['a', 'b', 'c'] as const) api.put(PODS, manifest(w));
     await api.start();
     xds = new FakeXdsServer();
     await xds.start();
     topo = await Topology.create({ label: 'xds' });
     pods = { a: await topo.addPod(`pod${uids.a}`), b: await topo.addPod(`pod${uids.b}`), c: await topo.addPod(`pod${uids.c}`) };
+    for (const w of ['a', 'b', 'c'] as const) api.put(PODS, manifest(w));
     // kubelet names a pod's cgroup pod<uid>; a process in it leads the agent to the pod's netns.
     for (const p of Object.values(pods)) p.spawn('sleep', ['infinity']);
     fs.writeFileSync(topo.file('kubeconfig'), api.kubeconfig());

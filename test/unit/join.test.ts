@@ -12,7 +12,7 @@ import type { Workload } from '../../src/workloads/workload.js';
 
 const SIDECAR = { 'sidecar.istio.io/status': '{}', 'sidecar-accel.io/enabled': 'true' };
 const pod = (name: string, labels: Record<string, string> = {}): Workload => ({
-  uid: `uid-${name}`, name, namespace: 'shop', annotations: SIDECAR, labels, netns: { podUid: name }, source: 'kubernetes',
+  uid: `uid-${name}`, name, namespace: 'shop', annotations: SIDECAR, labels, netns: { podUid: name, ips: [] }, source: 'kubernetes',
 });
 const local: Workload = { uid: 'l', name: 'local', namespace: 'shop', annotations: SIDECAR, labels: {}, netns: { path: '/x' }, source: 'local' };
 const mesh = (name: string, o: Partial<MeshWorkload> = {}): MeshWorkload => ({

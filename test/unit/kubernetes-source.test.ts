@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
 import { FakeApiServer } from './fake-apiserver.js';
-import { KubernetesSource } from '../../src/workloads/kubernetes.js';
+import { KubernetesSource, podIps } from '../../src/workloads/kubernetes.js';
 import { decide } from '../../src/policy/policy.js';
 
 const PODS = '/api/v1/pods';
@@ -150,4 +150,11 @@ describe('kubernetes workload source', () => {
     await api.start(port);
     await untilEnabled(['shop/a', 'shop/during']);
   });
+});
+
+test('a pod\'s IPs come from status.podIPs, else status.podIP; none before the kubelet reports them', () => {
+  assert.deepEqual(podIps({ podIP: '10.1.0.5', podIPs: [{ ip: '10.1.0.5' }, { ip: 'fd00::5' }] }), ['10.1.0.5', 'fd00::5']);
+  assert.deepEqual(podIps({ podIP: '10.1.0.6' }), ['10.1.0.6']);
+  assert.deepEqual(podIps({}), []);
+  assert.deepEqual(podIps(undefined), []);
 });

@@ -25,7 +25,7 @@ const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../sr
 const NODE = 'node-1';
 const IDENTITY = { nodeName: NODE, clusterId: 'Kubernetes', podName: 'sidecar-accel-x1', podNamespace: 'sidecar-accel', podIp: '10.0.0.9' };
 const uid = (name: string) => podWorkloadUid('Kubernetes', 'shop', name);
-const pod = (name: string): Workload => ({ uid: `k8s-${name}`, name, namespace: 'shop', annotations: {}, labels: {}, netns: { podUid: name }, source: 'kubernetes' });
+const pod = (name: string): Workload => ({ uid: `k8s-${name}`, name, namespace: 'shop', annotations: {}, labels: {}, netns: { podUid: name, ips: [] }, source: 'kubernetes' });
 
 /** A logger whose lines the test can read. */
 function memoryLog(): { log: pino.Logger; lines: { msg: string }[] } {
