@@ -11,8 +11,13 @@
 #ifndef SIDECAR_ACCEL_MAPS_H
 #define SIDECAR_ACCEL_MAPS_H
 
-#define ACCEL_ROLE_CLIENT 1
-#define ACCEL_ROLE_SERVER 2
+/*
+ * Roles and flag bits are enums, not macros, so that they reach the object's
+ * BTF: each struct below carries a zero-length member of its enum type (an
+ * anchor; no byte of the layout changes), and the agent's build generates its
+ * TypeScript constants from that BTF (scripts/gen-btf.mjs).
+ */
+enum accel_role { ACCEL_ROLE_CLIENT = 1, ACCEL_ROLE_SERVER = 2 };
 
 /*
  * One end of one TCP connection, as both ends can compute it on their own.
@@ -28,6 +33,7 @@ struct accel_conn_key {
 	__u8 role;           /* which end this entry is: ACCEL_ROLE_* */
 	__u8 pad0;
 	__u32 pad1;
+	enum accel_role btf_anchor[0];  /* BTF only: zero bytes */
 };
 
 /*
@@ -42,20 +48,23 @@ struct accel_peer_info {
 };
 
 #define ACCEL_MAX_EXCLUDE_PORTS 16
-#define ACCEL_NETNS_ENABLED 1u
-/* A mesh workload known on this node: may pair with another pod's (cross-pod on). */
-#define ACCEL_NETNS_CROSS_POD 2u
+enum accel_netns_flag {
+	ACCEL_NETNS_ENABLED = 1,
+	ACCEL_NETNS_CROSS_POD = 2,  /* a mesh workload known on this node: may pair with another pod's (cross-pod on) */
+};
 
 /* Per network namespace policy, written by the agent; absent == disabled. */
 struct accel_netns_policy {
 	__u32 flags;                                     /* ACCEL_NETNS_* */
 	__u32 exclude_count;                             /* used entries of exclude_ports */
 	__u16 exclude_ports[ACCEL_MAX_EXCLUDE_PORTS];    /* host order; never paired */
+	enum accel_netns_flag btf_anchor[0];             /* BTF only: zero bytes */
 };
 
-#define ACCEL_CFG_CROSS_POD 1u
-/* The self-test found this kernel unable to serve an application's socket transparently (FIONREAD). */
-#define ACCEL_CFG_SIDECAR_ONLY 2u
+enum accel_cfg_flag {
+	ACCEL_CFG_CROSS_POD = 1,
+	ACCEL_CFG_SIDECAR_ONLY = 2,  /* the self-test found this kernel unable to serve an application's socket transparently */
+};
 
 /* Node-wide settings, index 0 of an array map. */
 struct accel_config {
@@ -63,6 +72,7 @@ struct accel_config {
 	__u32 keepalive_idle_s;  /* 0: leave keepalive alone; see bpf/sidecar_accel.bpf.c */
 	__u32 proxy_uid;         /* the sidecar's uid (Istio: 1337); its sockets are event-driven */
 	__u32 pad0;
+	enum accel_cfg_flag btf_anchor[0];  /* BTF only: zero bytes */
 };
 
 /*
@@ -70,14 +80,17 @@ struct accel_config {
  * learned from their first sends: a server accepts all its connections one
  * way. Bits of a u32 value keyed by struct accel_listener_key.
  */
-#define ACCEL_LISTENER_NONBLOCKING 1u  /* an accepted socket was seen with O_NONBLOCK */
-#define ACCEL_LISTENER_BLOCKING 2u     /* one was seen without: the listener's sockets are never paired */
+enum accel_listener_flag {
+	ACCEL_LISTENER_NONBLOCKING = 1,  /* an accepted socket was seen with O_NONBLOCK */
+	ACCEL_LISTENER_BLOCKING = 2,     /* one was seen without: the listener's sockets are never paired */
+};
 
 struct accel_listener_key {
 	__u64 netns_cookie;
 	__u16 port;          /* host order */
 	__u16 pad0;
 	__u32 pad1;
+	enum accel_listener_flag btf_anchor[0];  /* BTF only: zero bytes */
 };
 
 /* Counter indexes, of the per-CPU global array and of each per-netns entry. */
@@ -110,6 +123,7 @@ enum accel_counter {
 
 struct accel_counters {
 	__u64 v[ACCEL_CNT_MAX];
+	enum accel_counter btf_anchor[0];  /* BTF only: zero bytes; names each slot of v */
 };
 
 #endif

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 make -s -C bpf
+# What TypeScript shares with the object (enums, struct layouts), from its BTF.
+node scripts/gen-btf.mjs gen
 
 # The bench's timed request/response client and echo server.
 mkdir -p build/bench
@@ -17,6 +19,15 @@ mkdir -p build/test
 if [[ ! -x build/test/semantics || test/peers/semantics.c -nt build/test/semantics ]]; then
   cc -O2 -Wall -Wextra -Werror -o build/test/semantics test/peers/semantics.c
 fi
+
+# Generations as older builds left them (test/kernel/generations.test.ts).
+arch=$(uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+for v in old-layout:"" old-layout-named:-DOLD_NAMED_LAYOUT; do
+  out=build/test/${v%%:*}.bpf.o
+  if [[ ! -f $out || test/bpf/old-layout.bpf.c -nt $out ]]; then
+    clang -g -O2 -mcpu=v3 -target bpf -D__TARGET_ARCH_$arch ${v#*:} -Wall -Werror -Ibuild/bpf -c test/bpf/old-layout.bpf.c -o "$out"
+  fi
+done
 
 # node-gyp would download Node's headers; build against the local ones.
 nodedir=${npm_config_nodedir:-$(node -p "require('path').resolve(process.execPath, '../..')")}
@@ -31,3 +42,4 @@ fi
 $gyp build
 
 node_modules/.bin/tsc -p tsconfig.json
+node scripts/gen-btf.mjs check

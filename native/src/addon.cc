@@ -97,17 +97,34 @@ Napi::Value LoadObject(const Napi::CallbackInfo &info) {
   return out;
 }
 
-// structLayout(objPath, structName) -> { size, members: [{name, offset, size}] }
-// Read from the object's BTF without loading it: the source of truth the
-// TypeScript codecs are checked against.
+// The BTF of a compiled object (a path) or one the kernel holds (a BTF id, as
+// a map's info names it: a pinned generation's own types).
+struct btf *LoadBtf(Napi::Env env, const Napi::Value &src) {
+  g_libbpf_log.clear();
+  struct btf *btf;
+  std::string what;
+  if (src.IsNumber()) {
+    uint32_t id = src.As<Napi::Number>().Uint32Value();
+    what = "BTF id " + std::to_string(id);
+    btf = btf__load_from_kernel_by_id(id);
+  } else if (src.IsString()) {
+    what = src.As<Napi::String>();
+    btf = btf__parse_elf(what.c_str(), nullptr);
+  } else {
+    throw Napi::TypeError::New(env, "BTF source must be an object path or a kernel BTF id");
+  }
+  int err = libbpf_get_error(btf);
+  if (err) throw ErrnoError(env, src.IsNumber() ? "btf__load_from_kernel_by_id" : "btf__parse_elf", err, what);
+  return btf;
+}
+
+// structLayout(objPath | btfId, structName) -> { size, members: [{name, offset, size}] }
+// Read from BTF without loading anything: the source of truth the TypeScript
+// codecs are checked against.
 Napi::Value StructLayout(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>();
   std::string name = info[1].As<Napi::String>();
-  g_libbpf_log.clear();
-  struct btf *btf = btf__parse_elf(path.c_str(), nullptr);
-  int err = libbpf_get_error(btf);
-  if (err) throw ErrnoError(env, "btf__parse_elf", err, path);
+  struct btf *btf = LoadBtf(env, info[0]);
   int id = btf__find_by_name_kind(btf, name.c_str(), BTF_KIND_STRUCT);
   if (id < 0) {
     btf__free(btf);
@@ -126,6 +143,30 @@ Napi::Value StructLayout(const Napi::CallbackInfo &info) {
     members.Set(i, mo);
   }
   out.Set("members", members);
+  btf__free(btf);
+  return out;
+}
+
+// enumValues(objPath | btfId, enumName) -> [{name, value}] in declaration
+// order, or null when that BTF has no such enum.
+Napi::Value EnumValues(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string name = info[1].As<Napi::String>();
+  struct btf *btf = LoadBtf(env, info[0]);
+  int id = btf__find_by_name_kind(btf, name.c_str(), BTF_KIND_ENUM);
+  if (id < 0) {
+    btf__free(btf);
+    return env.Null();
+  }
+  const struct btf_type *t = btf__type_by_id(btf, id);
+  Napi::Array out = Napi::Array::New(env);
+  const struct btf_enum *e = btf_enum(t);
+  for (unsigned i = 0; i < btf_vlen(t); i++, e++) {
+    Napi::Object v = Napi::Object::New(env);
+    v.Set("name", Napi::String::New(env, btf__name_by_offset(btf, e->name_off)));
+    v.Set("value", Napi::Number::New(env, btf_kflag(t) ? (double)(uint32_t)e->val : (double)e->val));
+    out.Set(i, v);
+  }
   btf__free(btf);
   return out;
 }
@@ -292,6 +333,9 @@ Napi::Value MapInfo(const Napi::CallbackInfo &info) {
   out.Set("keySize", mi.key_size);
   out.Set("valueSize", mi.value_size);
   out.Set("maxEntries", mi.max_entries);
+  out.Set("btfId", mi.btf_id);
+  out.Set("btfKeyTypeId", mi.btf_key_type_id);
+  out.Set("btfValueTypeId", mi.btf_value_type_id);
   MapSizes m = SizesOf(env, fd, "mapInfo");
   out.Set("perCpu", Napi::Boolean::New(env, m.per_cpu));
   out.Set("lookupSize", Napi::Number::New(env, m.value));
@@ -573,6 +617,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_print(CollectLibbpfLog);
   exports.Set("loadObject", Napi::Function::New(env, LoadObject));
   exports.Set("structLayout", Napi::Function::New(env, StructLayout));
+  exports.Set("enumValues", Napi::Function::New(env, EnumValues));
   exports.Set("objPin", Napi::Function::New(env, ObjPin));
   exports.Set("objGet", Napi::Function::New(env, ObjGet));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));

@@ -257,7 +257,8 @@ export class Agent {
   private drainOldGenerations(): void {
     const keep = this.dp.enabledNetns();
     for (const old of [...this.draining]) {
-      for (const cookie of old.enabledNetns().keys()) if (!keep.has(cookie)) old.disable(cookie);
+      // Keys only: an older generation's values may have another layout.
+      for (const cookie of old.enabledNetnsCookies()) if (!keep.has(cookie)) old.disable(cookie);
       if (old.socketCount() === 0) {
         old.uninstall();
         this.draining.splice(this.draining.indexOf(old), 1);

@@ -1,7 +1,7 @@
 // `sidecar-accel status` and `uninstall`: work from the pins alone, whether or
 // not an agent runs.
 import fs from 'node:fs';
-import { Datapath } from '../datapath/datapath.js';
+import { Datapath, GenerationLayoutError } from '../datapath/datapath.js';
 import type { Counters } from '../datapath/layout.js';
 import { generationDirs } from '../agent/agent.js';
 
@@ -14,12 +14,30 @@ export interface GenerationStatus {
   /** The ingress gate (I7): a reader's TCP bytes wait while redirected ones are unread. */
   ingressLinked: boolean;
   sockets: number;
-  crossPod: boolean;
+  /** Null (with layoutProblems) when this generation's config has a layout this build cannot read. */
+  crossPod: boolean | null;
   /** The self-test's safe mode: only the sidecar's own sockets are paired. */
-  sidecarOnly: boolean;
-  keepaliveIdleSeconds: number;
-  enabledNetns: { netnsCookie: string; excludePorts: number[]; crossPod: boolean; counters: Counters | null }[];
-  counters: Counters;
+  sidecarOnly: boolean | null;
+  keepaliveIdleSeconds: number | null;
+  /** Policies are null when their layout in this generation differs from this build's. */
+  enabledNetns: { netnsCookie: string; excludePorts: number[] | null; crossPod: boolean | null; counters: Counters | null }[];
+  /** Null when countersUnreadable says why. */
+  counters: Counters | null;
+  /** Where this generation's values differ from this build's codecs (an older or newer build). */
+  layoutProblems: string[];
+  countersUnreadable: string | null;
+  /** This build's counters the generation does not have (shown as 0). */
+  countersMissing: string[];
+}
+
+/** The value, or null when this build cannot read that generation's layout of it. */
+function orUnreadable<T>(read: () => T): T | null {
+  try {
+    return read();
+  } catch (e) {
+    if (e instanceof GenerationLayoutError) return null;
+    throw e;
+  }
 }
 
 export function datapathStatus(pinRoot: string, cgroupPath: string): GenerationStatus[] {
@@ -27,12 +45,18 @@ export function datapathStatus(pinRoot: string, cgroupPath: string): GenerationS
     const dp = Datapath.openPinned(dir, cgroupPath);
     try {
       const a = dp.attachment();
-      const cfg = dp.config();
+      const cfg = orUnreadable(() => dp.config());
+      const policies = orUnreadable(() => dp.enabledNetns());
+      const layout = dp.layout;
       return {
         generation: dp.generation, pinDir: dir, attached: dp.linked, sockopsLinked: a.sockopsLinked, skMsgAttached: a.skMsgAttached, ingressLinked: a.ingressLinked,
-        sockets: dp.socketCount(), crossPod: cfg.crossPod, sidecarOnly: cfg.sidecarOnly, keepaliveIdleSeconds: cfg.keepaliveIdleSeconds,
-        enabledNetns: [...dp.enabledNetns()].map(([cookie, p]) => ({ netnsCookie: cookie.toString(), excludePorts: p.excludePorts, crossPod: p.crossPod, counters: dp.netnsCounters(cookie) })),
-        counters: dp.counters(),
+        sockets: dp.socketCount(), crossPod: cfg?.crossPod ?? null, sidecarOnly: cfg?.sidecarOnly ?? null, keepaliveIdleSeconds: cfg?.keepaliveIdleSeconds ?? null,
+        enabledNetns: dp.enabledNetnsCookies().map((cookie) => {
+          const p = policies?.get(cookie);
+          return { netnsCookie: cookie.toString(), excludePorts: p?.excludePorts ?? null, crossPod: p?.crossPod ?? null, counters: orUnreadable(() => dp.netnsCounters(cookie)) };
+        }),
+        counters: orUnreadable(() => dp.counters()),
+        layoutProblems: layout.problems, countersUnreadable: layout.countersUnreadable, countersMissing: layout.countersMissing,
       };
     } finally {
       dp.close();
@@ -45,9 +69,15 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
   const out: string[] = [];
   for (const g of gens) {
     out.push(`generation ${g.generation} (${g.pinDir}): ${g.attached ? 'attached' : 'retired, draining'}; sockops ${g.sockopsLinked ? 'linked' : 'not linked'}, sk_msg ${g.skMsgAttached ? 'attached' : 'not attached'}, ingress gate ${g.ingressLinked ? 'linked' : 'NOT linked'}; ${g.sockets} sockets registered`);
-    out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}; ${g.sidecarOnly ? 'sidecar-only mode (this kernel cannot serve application sockets transparently; see the agent log)' : 'applications\' sockets paired when event-driven'}`);
-    out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.crossPod ? '' : ' (in-pod only)') + (n.excludePorts.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
+    if (g.layoutProblems.length) out.push(`  built with other map layouts than this build: its settings and policies cannot be read here (${g.layoutProblems.join('; ')})`);
+    if (g.crossPod !== null) out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}; ${g.sidecarOnly ? 'sidecar-only mode (this kernel cannot serve application sockets transparently; see the agent log)' : 'applications\' sockets paired when event-driven'}`);
+    out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.crossPod === false ? ' (in-pod only)' : '') + (n.excludePorts?.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
     const c = g.counters;
+    if (!c) {
+      out.push(`  counters cannot be read by this build: ${g.countersUnreadable ?? 'unknown layout'}`);
+      continue;
+    }
+    if (g.countersMissing.length) out.push(`  counters this generation does not have (shown as 0): ${g.countersMissing.join(', ')}`);
     out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, released to TCP ${c.socketsReleased}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}`);
     out.push(`  left alone for their readers: blocking ${c.fallbackBlocking}, listener not yet seen event-driven ${c.fallbackUnknownReader}, turned blocking ${c.fallbackTurnedBlocking}, sidecar-only kernel ${c.fallbackSidecarOnly}`);
   }

@@ -11,10 +11,11 @@ import {
   BPF_ANY, BPF_NOEXIST, defaultObjectPath, isNativeError, native, type NativeAddon,
 } from './native.js';
 import {
-  COUNTER_NAMES, EXPECTED_LAYOUTS, addPerCpuCounters, sumPerCpuU64, decodeConfig, decodeNetnsPolicy,
+  EXPECTED_LAYOUTS, addPerCpuCountersAt, counterIndexes, sumPerCpuU64, decodeConfig, decodeNetnsPolicy,
   encodeConfig, encodeNetnsPolicy, encodeU32, encodeU64, layoutMismatches, zeroCounters,
-  type Counters, type NetnsPolicy, type NodeConfig,
+  type CounterName, type Counters, type NetnsPolicy, type NodeConfig,
 } from './layout.js';
+import { BTF_ENUMS } from './btf.generated.js';
 import { bpffsContaining, cgroup2Root, cgroupId } from './mounts.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/sidecar-accel';
@@ -48,6 +49,78 @@ export class DatapathError extends Error {
     super(message, options);
     this.name = 'DatapathError';
   }
+}
+
+/** This build cannot read or write a generation's values: their layout differs. */
+export class GenerationLayoutError extends DatapathError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GenerationLayoutError';
+  }
+}
+
+/**
+ * How this build reads a generation's maps, found from that generation's own
+ * BTF (the kernel keeps it with its maps): generations built from other
+ * layouts drain beside this one, and status reads them all.
+ */
+export interface GenerationLayout {
+  /** Where config and netns policy values differ from this build's codecs (those are then neither read nor written). */
+  problems: string[];
+  /** Why its counters cannot be read, or null when they can. */
+  countersUnreadable: string | null;
+  /** This build's counters that generation does not have (read as 0). */
+  countersMissing: CounterName[];
+}
+
+/** Struct and enum of each value this build decodes, keyed by what reads them. */
+const VALUE_TYPES = {
+  config: { struct: 'accel_config', enum: 'accel_cfg_flag' },
+  policy: { struct: 'accel_netns_policy', enum: 'accel_netns_flag' },
+} as const;
+
+function enumDiff(name: keyof typeof BTF_ENUMS, theirs: { name: string; value: number }[] | null): string[] {
+  if (!theirs) return [`enum ${name}: not in its BTF`];
+  const ours = BTF_ENUMS[name] as Record<string, number>;
+  const t = new Map(theirs.map((e) => [e.name, e.value]));
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(ours)) if (t.get(k) !== v) out.push(`enum ${name}: ${k} is ${t.get(k) ?? 'absent'}, this build has ${v}`);
+  for (const k of t.keys()) if (!(k in ours)) out.push(`enum ${name}: ${k} unknown to this build`);
+  return out;
+}
+
+/** Reads a generation's layout from the BTF of its maps (`btfId`). */
+function generationLayout(n: NativeAddon, btfId: number): GenerationLayout & { problemsOf: Record<keyof typeof VALUE_TYPES, string[]>; counterAt: Map<CounterName, number>; counterSlot: number } {
+  const problemsOf = { config: [] as string[], policy: [] as string[] };
+  if (btfId === 0) {
+    const none = ['its maps carry no BTF'];
+    return { problems: none, problemsOf: { config: none, policy: none }, countersUnreadable: 'its maps carry no BTF', countersMissing: [], counterAt: new Map(), counterSlot: 0 };
+  }
+  const struct = (name: string) => {
+    try { return layoutMismatches(name, n.structLayout(btfId, name)); } catch (e) { return [`struct ${name}: ${(e as Error).message}`]; }
+  };
+  for (const [what, t] of Object.entries(VALUE_TYPES) as [keyof typeof VALUE_TYPES, (typeof VALUE_TYPES)[keyof typeof VALUE_TYPES]][]) {
+    problemsOf[what] = [...struct(t.struct), ...enumDiff(t.enum, n.enumValues(btfId, t.enum))];
+  }
+  let countersUnreadable: string | null = null;
+  let counterAt = new Map<CounterName, number>();
+  let countersMissing: CounterName[] = [];
+  let counterSlot = 0;
+  const names = n.enumValues(btfId, 'accel_counter');
+  if (!names) {
+    // Built before its counters were named in BTF: their order cannot be known.
+    countersUnreadable = 'its BTF does not name its counters (enum accel_counter), so which slot holds which counter is unknown';
+  } else {
+    const c = counterIndexes(names);
+    counterAt = c.indexes;
+    countersMissing = c.missing;
+    try {
+      counterSlot = Math.ceil(n.structLayout(btfId, 'accel_counters').size / 8) * 8;
+    } catch (e) {
+      countersUnreadable = `struct accel_counters: ${(e as Error).message}`;
+    }
+  }
+  return { problems: [...problemsOf.config, ...problemsOf.policy], problemsOf, countersUnreadable, countersMissing, counterAt, counterSlot };
 }
 
 export interface Attachment {
@@ -105,6 +178,7 @@ export function ensureBpffs(pinRoot: string, n: NativeAddon = native()): void {
 export class Datapath {
   private readonly n: NativeAddon;
   private readonly cpus: number;
+  private readonly layoutOf: ReturnType<typeof generationLayout>;
   private closed = false;
 
   private constructor(
@@ -120,6 +194,19 @@ export class Datapath {
   ) {
     this.n = native();
     this.cpus = this.n.possibleCpus();
+    this.layoutOf = generationLayout(this.n, this.n.mapInfo(maps.netns_counters).btfId);
+  }
+
+  /** How this build reads this generation's maps (its own BTF against this build's codecs). */
+  get layout(): GenerationLayout {
+    const { problems, countersUnreadable, countersMissing } = this.layoutOf;
+    return { problems: [...problems], countersUnreadable, countersMissing: [...countersMissing] };
+  }
+
+  /** Refuses to read or write a value whose layout in this generation differs from this build's. */
+  private readable(what: keyof typeof VALUE_TYPES): void {
+    const p = this.layoutOf.problemsOf[what];
+    if (p.length) throw new GenerationLayoutError(`generation ${this.generation} was built with another ${VALUE_TYPES[what].struct} layout; this build cannot read or write it: ${p.join('; ')}`);
   }
 
   /** Loads and attaches, or adopts the pins of the same generation. */
@@ -263,8 +350,9 @@ export class Datapath {
    */
   enable(netnsCookie: bigint, opts: { excludePorts?: number[]; crossPod?: boolean } = {}): void {
     this.live();
+    this.readable('policy');
     const key = encodeU64(netnsCookie);
-    const zero = Buffer.alloc(EXPECTED_LAYOUTS.accel_counters!.size * this.cpus);
+    const zero = Buffer.alloc(this.n.mapInfo(this.maps.netns_counters).lookupSize);
     try {
       this.n.mapUpdate(this.maps.netns_counters, key, zero, BPF_NOEXIST);
     } catch (e) {
@@ -287,8 +375,17 @@ export class Datapath {
     return was;
   }
 
+  /** Cookies of the enabled netns; keys only, so any generation's can be listed (and disabled). */
+  enabledNetnsCookies(): bigint[] {
+    this.live();
+    const out: bigint[] = [];
+    for (let k = this.n.mapNextKey(this.maps.netns_policy, null); k; k = this.n.mapNextKey(this.maps.netns_policy, k)) out.push(k.readBigUInt64LE(0));
+    return out;
+  }
+
   enabledNetns(): Map<bigint, NetnsPolicy> {
     this.live();
+    this.readable('policy');
     const out = new Map<bigint, NetnsPolicy>();
     for (let k = this.n.mapNextKey(this.maps.netns_policy, null); k; k = this.n.mapNextKey(this.maps.netns_policy, k)) {
       const v = this.n.mapLookup(this.maps.netns_policy, k);
@@ -299,35 +396,47 @@ export class Datapath {
 
   setConfig(cfg: NodeConfig): void {
     this.live();
+    this.readable('config');
     this.n.mapUpdate(this.maps.accel_cfg, encodeU32(0), encodeConfig(cfg), BPF_ANY);
   }
 
   config(): Required<NodeConfig> {
     this.live();
+    this.readable('config');
     const v = this.n.mapLookup(this.maps.accel_cfg, encodeU32(0));
     if (!v) throw new DatapathError('config map has no entry 0');
     return decodeConfig(v);
   }
 
-  /** Node-wide counters since the generation was loaded (they live in the pinned maps). */
+  private countersReadable(): void {
+    const why = this.layoutOf.countersUnreadable;
+    if (why) throw new GenerationLayoutError(`generation ${this.generation}'s counters cannot be read by this build: ${why}`);
+  }
+
+  /**
+   * Node-wide counters since the generation was loaded (they live in the
+   * pinned maps), read by each counter's slot in this generation's own enum;
+   * counters it does not have read 0 (see `layout`).
+   */
   counters(): Counters {
     this.live();
+    this.countersReadable();
     const out = zeroCounters();
-    COUNTER_NAMES.forEach((name, i) => {
+    for (const [name, i] of this.layoutOf.counterAt) {
       const v = this.n.mapLookup(this.maps.counters, encodeU32(i));
       if (v) out[name] += sumPerCpuU64(v, this.cpus);
-    });
+    }
     return out;
   }
 
   /** Counters of one enabled netns, or null when it has none. */
   netnsCounters(netnsCookie: bigint): Counters | null {
     this.live();
-    const slot = EXPECTED_LAYOUTS.accel_counters!.size;
+    this.countersReadable();
     const v = this.n.mapLookup(this.maps.netns_counters, encodeU64(netnsCookie));
     if (!v) return null;
     const out = zeroCounters();
-    addPerCpuCounters(out, v, this.cpus, slot);
+    addPerCpuCountersAt(out, v, this.cpus, this.layoutOf.counterSlot, this.layoutOf.counterAt);
     return out;
   }
 

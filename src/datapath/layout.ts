@@ -3,30 +3,61 @@
 // two languages cannot drift apart silently (DESIGN.md 4.9).
 import type { StructLayout } from './native.js';
 
-export const ROLE_CLIENT = 1;
-export const ROLE_SERVER = 2;
-export const NETNS_ENABLED = 1;
+import { BTF_ENUMS } from './btf.generated.js';
+
+// Roles and flag bits come from the object's BTF (scripts/gen-btf.mjs), never copied.
+export const ROLE_CLIENT = BTF_ENUMS.accel_role.ACCEL_ROLE_CLIENT;
+export const ROLE_SERVER = BTF_ENUMS.accel_role.ACCEL_ROLE_SERVER;
+export const NETNS_ENABLED = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_ENABLED;
 /** A mesh workload known on this node: may pair across pods (when cross-pod pairing is on). */
-export const NETNS_CROSS_POD = 2;
-export const CFG_CROSS_POD = 1;
+export const NETNS_CROSS_POD = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_CROSS_POD;
+export const CFG_CROSS_POD = BTF_ENUMS.accel_cfg_flag.ACCEL_CFG_CROSS_POD;
 /** Only the sidecar's sockets are paired: this kernel cannot serve an application's transparently. */
-export const CFG_SIDECAR_ONLY = 2;
+export const CFG_SIDECAR_ONLY = BTF_ENUMS.accel_cfg_flag.ACCEL_CFG_SIDECAR_ONLY;
 /** Istio's sidecar uid (istio-iptables --proxy-uid): its sockets are taken to be event-driven. */
 export const DEFAULT_PROXY_UID = 1337;
-export const LISTENER_NONBLOCKING = 1;
-export const LISTENER_BLOCKING = 2;
+export const LISTENER_NONBLOCKING = BTF_ENUMS.accel_listener_flag.ACCEL_LISTENER_NONBLOCKING;
+export const LISTENER_BLOCKING = BTF_ENUMS.accel_listener_flag.ACCEL_LISTENER_BLOCKING;
 export const MAX_EXCLUDE_PORTS = 16;
 
-/** Counter names in enum accel_counter order. */
-export const COUNTER_NAMES = [
-  'socketsSeen', 'socketsRegistered', 'socketsPaired', 'pairingMisses',
-  'redirectedMessages', 'redirectedBytes', 'tcpMessages',
-  'fallbackNoPeer', 'fallbackBackpressure', 'fallbackExcluded', 'fallbackDisabled',
-  'fallbackUlp', 'fallbackEarlyData', 'fallbackRepair', 'fallbackKeyConflict', 'fallbackCrossPod',
-  'socketsReleased', 'fallbackBlocking', 'fallbackUnknownReader', 'fallbackTurnedBlocking', 'fallbackSidecarOnly', 'fallbackMemoryPressure',
-  'tcpHeldBack',
-] as const;
-export type CounterName = (typeof COUNTER_NAMES)[number];
+export type CounterEnumerator = Exclude<keyof typeof BTF_ENUMS.accel_counter, 'ACCEL_CNT_MAX'>;
+
+/**
+ * The TypeScript name of each enumerator of enum accel_counter. Keyed by the
+ * C name, so order comes from BTF: an enumerator added, removed or renamed in
+ * C fails the compile here until it is named (or dropped) in this table.
+ */
+export const COUNTER_TS_NAMES = {
+  ACCEL_CNT_SOCKETS_SEEN: 'socketsSeen',
+  ACCEL_CNT_SOCKETS_REGISTERED: 'socketsRegistered',
+  ACCEL_CNT_SOCKETS_PAIRED: 'socketsPaired',
+  ACCEL_CNT_PAIRING_MISSES: 'pairingMisses',
+  ACCEL_CNT_REDIRECTED_MSGS: 'redirectedMessages',
+  ACCEL_CNT_REDIRECTED_BYTES: 'redirectedBytes',
+  ACCEL_CNT_TCP_MSGS: 'tcpMessages',
+  ACCEL_CNT_FALLBACK_NO_PEER: 'fallbackNoPeer',
+  ACCEL_CNT_FALLBACK_BACKPRESSURE: 'fallbackBackpressure',
+  ACCEL_CNT_FALLBACK_EXCLUDED: 'fallbackExcluded',
+  ACCEL_CNT_FALLBACK_DISABLED: 'fallbackDisabled',
+  ACCEL_CNT_FALLBACK_ULP: 'fallbackUlp',
+  ACCEL_CNT_FALLBACK_EARLY_DATA: 'fallbackEarlyData',
+  ACCEL_CNT_FALLBACK_REPAIR: 'fallbackRepair',
+  ACCEL_CNT_FALLBACK_KEY_CONFLICT: 'fallbackKeyConflict',
+  ACCEL_CNT_FALLBACK_CROSS_POD: 'fallbackCrossPod',
+  ACCEL_CNT_SOCKETS_RELEASED: 'socketsReleased',
+  ACCEL_CNT_FALLBACK_BLOCKING: 'fallbackBlocking',
+  ACCEL_CNT_FALLBACK_UNKNOWN_READER: 'fallbackUnknownReader',
+  ACCEL_CNT_FALLBACK_TURNED_BLOCKING: 'fallbackTurnedBlocking',
+  ACCEL_CNT_FALLBACK_SIDECAR_ONLY: 'fallbackSidecarOnly',
+  ACCEL_CNT_FALLBACK_MEMORY_PRESSURE: 'fallbackMemoryPressure',
+  ACCEL_CNT_TCP_HELD_BACK: 'tcpHeldBack',
+} as const satisfies Record<CounterEnumerator, string>;
+
+export type CounterName = (typeof COUNTER_TS_NAMES)[CounterEnumerator];
+/** Counter names in slot order (their enum accel_counter values, from BTF). */
+export const COUNTER_NAMES: readonly CounterName[] = (Object.keys(COUNTER_TS_NAMES) as CounterEnumerator[])
+  .sort((a, b) => BTF_ENUMS.accel_counter[a] - BTF_ENUMS.accel_counter[b])
+  .map((k) => COUNTER_TS_NAMES[k]);
 export type Counters = Record<CounterName, bigint>;
 
 /** What each counter gained from `before` to `after`. */
@@ -49,6 +80,7 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
       { name: 'role', offset: 34, size: 1 },
       { name: 'pad0', offset: 35, size: 1 },
       { name: 'pad1', offset: 36, size: 4 },
+      { name: 'btf_anchor', offset: 40, size: 0 },
     ],
   },
   accel_netns_policy: {
@@ -57,6 +89,7 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
       { name: 'flags', offset: 0, size: 4 },
       { name: 'exclude_count', offset: 4, size: 4 },
       { name: 'exclude_ports', offset: 8, size: 2 * MAX_EXCLUDE_PORTS },
+      { name: 'btf_anchor', offset: 8 + 2 * MAX_EXCLUDE_PORTS, size: 0 },
     ],
   },
   accel_config: {
@@ -66,6 +99,7 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
       { name: 'keepalive_idle_s', offset: 4, size: 4 },
       { name: 'proxy_uid', offset: 8, size: 4 },
       { name: 'pad0', offset: 12, size: 4 },
+      { name: 'btf_anchor', offset: 16, size: 0 },
     ],
   },
   accel_listener_key: {
@@ -75,6 +109,7 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
       { name: 'port', offset: 8, size: 2 },
       { name: 'pad0', offset: 10, size: 2 },
       { name: 'pad1', offset: 12, size: 4 },
+      { name: 'btf_anchor', offset: 16, size: 0 },
     ],
   },
   accel_peer_info: {
@@ -86,7 +121,10 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
   },
   accel_counters: {
     size: 8 * COUNTER_NAMES.length,
-    members: [{ name: 'v', offset: 0, size: 8 * COUNTER_NAMES.length }],
+    members: [
+      { name: 'v', offset: 0, size: 8 * COUNTER_NAMES.length },
+      { name: 'btf_anchor', offset: 8 * COUNTER_NAMES.length, size: 0 },
+    ],
   },
 };
 
@@ -182,15 +220,40 @@ export function zeroCounters(): Counters {
   return Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0n])) as Counters;
 }
 
-/** Sums a per-CPU value buffer of `cpus` slots of `slot` bytes into counters. */
+/** Sums a per-CPU value buffer of `cpus` slots of `slot` bytes into counters (this build's order). */
 export function addPerCpuCounters(into: Counters, buf: Buffer, cpus: number, slot: number): void {
-  expectLength(`per-CPU struct accel_counters (${cpus} CPUs)`, buf, cpus * slot);
   if (slot < 8 * COUNTER_NAMES.length) throw new RangeError(`per-CPU struct accel_counters: ${slot}-byte slots hold fewer than ${COUNTER_NAMES.length} counters`);
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    COUNTER_NAMES.forEach((name, i) => {
-      into[name] += buf.readBigUInt64LE(cpu * slot + 8 * i);
-    });
+  addPerCpuCountersAt(into, buf, cpus, slot, new Map(COUNTER_NAMES.map((n, i) => [n, i])));
+}
+
+/**
+ * Sums a per-CPU struct accel_counters of any generation into counters:
+ * `indexes` maps each counter that generation has to its index in v[]
+ * (from its own enum accel_counter); the others are left as they are.
+ */
+export function addPerCpuCountersAt(into: Counters, buf: Buffer, cpus: number, slot: number, indexes: ReadonlyMap<CounterName, number>): void {
+  expectLength(`per-CPU struct accel_counters (${cpus} CPUs)`, buf, cpus * slot);
+  for (const [name, i] of indexes) {
+    if (8 * i + 8 > slot) throw new RangeError(`counter ${name} at index ${i} lies outside a ${slot}-byte slot`);
+    for (let cpu = 0; cpu < cpus; cpu++) into[name] += buf.readBigUInt64LE(cpu * slot + 8 * i);
   }
+}
+
+/**
+ * Where each of this build's counters sits in a generation whose enum
+ * accel_counter (from its BTF) is `enumerators`; the counters it lacks, and
+ * its enumerators this build has no name for.
+ */
+export function counterIndexes(enumerators: readonly { name: string; value: number }[]): { indexes: Map<CounterName, number>; missing: CounterName[]; unknown: string[] } {
+  const known = COUNTER_TS_NAMES as Record<string, CounterName | undefined>;
+  const indexes = new Map<CounterName, number>();
+  const unknown: string[] = [];
+  for (const e of enumerators) {
+    if (e.name === 'ACCEL_CNT_MAX') continue;
+    const name = Object.hasOwn(known, e.name) ? known[e.name] : undefined;
+    if (name) indexes.set(name, e.value); else unknown.push(e.name);
+  }
+  return { indexes, missing: COUNTER_NAMES.filter((n) => !indexes.has(n)), unknown };
 }
 
 /** Sums one per-CPU u64 (a lookup of `cpus` 8-byte slots). */

@@ -22,6 +22,10 @@ export interface MapInfo {
   perCpu: boolean;
   /** Bytes one lookup returns (and one update takes), as the kernel writes them. */
   lookupSize: number;
+  /** The kernel BTF object of the map's types (0: none), and its key and value type ids. */
+  btfId: number;
+  btfKeyTypeId: number;
+  btfValueTypeId: number;
 }
 
 export interface ProgInfo { id: number; type: number; name: string }
@@ -29,7 +33,10 @@ export interface LinkInfo { id: number; progId: number; type: number; cgroupId?:
 
 export interface NativeAddon {
   loadObject(path: string): LoadedObject;
-  structLayout(objPath: string, structName: string): StructLayout;
+  /** A struct's layout in an object's BTF (a path) or in BTF the kernel holds (an id: a map's btfId). */
+  structLayout(btf: string | number, structName: string): StructLayout;
+  /** An enum's enumerators in declaration order, or null when that BTF has none of that name. */
+  enumValues(btf: string | number, enumName: string): { name: string; value: number }[] | null;
   objPin(fd: number, path: string): void;
   objGet(path: string): number;
   closeFd(fd: number): void;

@@ -7,6 +7,8 @@ import { loadRefusal } from '../../src/datapath/datapath.js';
 import {
   EXPECTED_LAYOUTS, COUNTER_NAMES, layoutMismatches, encodeNetnsPolicy, decodeNetnsPolicy,
   encodeConfig, decodeConfig, addPerCpuCounters, zeroCounters, MAX_EXCLUDE_PORTS, sumPerCpuU64,
+  COUNTER_TS_NAMES, counterIndexes, addPerCpuCountersAt, ROLE_CLIENT, ROLE_SERVER, NETNS_ENABLED, NETNS_CROSS_POD,
+  CFG_CROSS_POD, CFG_SIDECAR_ONLY, LISTENER_NONBLOCKING, LISTENER_BLOCKING,
 } from '../../src/datapath/layout.js';
 
 test('every codec matches the BTF of the built BPF object', () => {
@@ -32,6 +34,43 @@ test('a drifted layout is reported field by field', () => {
 test('the counter enum of the object has one slot per counter name', () => {
   const c = native().structLayout(defaultObjectPath, 'accel_counters');
   assert.equal(c.size, 8 * COUNTER_NAMES.length);
+});
+
+test('counter names, roles and flag bits are the object\'s own enums, read from its BTF', () => {
+  const e = (name: string) => {
+    const v = native().enumValues(defaultObjectPath, name);
+    assert.ok(v, `enum ${name} is in the object's BTF`);
+    return new Map(v.map((x) => [x.name, x.value]));
+  };
+  const counters = e('accel_counter');
+  for (const [c, ts] of Object.entries(COUNTER_TS_NAMES)) assert.equal(COUNTER_NAMES[counters.get(c)!], ts, `${c} is slot ${counters.get(c)}`);
+  assert.equal(counters.get('ACCEL_CNT_MAX'), COUNTER_NAMES.length);
+  assert.deepEqual([ROLE_CLIENT, ROLE_SERVER], [e('accel_role').get('ACCEL_ROLE_CLIENT'), e('accel_role').get('ACCEL_ROLE_SERVER')]);
+  assert.deepEqual([NETNS_ENABLED, NETNS_CROSS_POD], [e('accel_netns_flag').get('ACCEL_NETNS_ENABLED'), e('accel_netns_flag').get('ACCEL_NETNS_CROSS_POD')]);
+  assert.deepEqual([CFG_CROSS_POD, CFG_SIDECAR_ONLY], [e('accel_cfg_flag').get('ACCEL_CFG_CROSS_POD'), e('accel_cfg_flag').get('ACCEL_CFG_SIDECAR_ONLY')]);
+  assert.deepEqual([LISTENER_NONBLOCKING, LISTENER_BLOCKING],
+    [e('accel_listener_flag').get('ACCEL_LISTENER_NONBLOCKING'), e('accel_listener_flag').get('ACCEL_LISTENER_BLOCKING')]);
+  assert.equal(native().enumValues(defaultObjectPath, 'no_such_enum'), null);
+});
+
+test('another generation\'s counters are placed by name: its order, its missing and unknown ones', () => {
+  const slot = 8 * 3;
+  const { indexes, missing, unknown } = counterIndexes([
+    { name: 'ACCEL_CNT_REDIRECTED_BYTES', value: 0 }, { name: 'ACCEL_CNT_GONE', value: 1 }, { name: 'ACCEL_CNT_SOCKETS_PAIRED', value: 2 }, { name: 'ACCEL_CNT_MAX', value: 3 },
+  ]);
+  assert.deepEqual([...indexes], [['redirectedBytes', 0], ['socketsPaired', 2]]);
+  assert.deepEqual(unknown, ['ACCEL_CNT_GONE']);
+  assert.equal(missing.length, COUNTER_NAMES.length - 2);
+  const buf = Buffer.alloc(2 * slot);
+  buf.writeBigUInt64LE(4n, 0);
+  buf.writeBigUInt64LE(9n, 8);
+  buf.writeBigUInt64LE(1n, slot + 16);
+  const c = zeroCounters();
+  addPerCpuCountersAt(c, buf, 2, slot, indexes);
+  assert.equal(c.redirectedBytes, 4n);
+  assert.equal(c.socketsPaired, 1n);
+  assert.equal(c.socketsSeen, 0n, 'the unknown slot is not taken for another counter');
+  assert.throws(() => addPerCpuCountersAt(zeroCounters(), buf, 2, slot, new Map([['socketsSeen', 3]])), /outside a 24-byte slot/);
 });
 
 test('netns policy round-trips and refuses bad ports', () => {
