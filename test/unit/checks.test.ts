@@ -27,7 +27,11 @@ test('the agent run as an unprivileged user refuses with one line', { skip: proc
   const cfg = path.join(os.tmpdir(), `sa-checks-${process.pid}.yaml`);
   fs.writeFileSync(cfg, 'api: {listen: 127.0.0.1:15999}\n', { mode: 0o644 });
   try {
-    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, cli, 'agent', '--config', cfg], { encoding: 'utf8' });
+    // nobody, keeping CAP_DAC_READ_SEARCH alone: it reads the checkout wherever
+    // it lives (a clone under a root-only directory, as mktemp -d makes one),
+    // and it is none of the capabilities the agent needs.
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all,+dac_read_search', '--ambient-caps=+dac_read_search',
+      process.execPath, cli, 'agent', '--config', cfg], { encoding: 'utf8' });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /^sidecar-accel: missing capabilities: CAP_BPF/);
     assert.equal(r.stderr.trim().split('\n').length, 1);
