@@ -82,6 +82,9 @@ export function xdsChannel(c: XdsConnection): {
   };
 }
 
+/** What the agent and xds-dump say of a server that answers UNIMPLEMENTED or never answers. */
+export const NOT_SERVED = 'istiod serves no workload API';
+
 /** serving: istiod answered; not-served: it does not serve the workload API; unreachable: no stream came up. */
 export type XdsState = 'connecting' | 'serving' | 'not-served' | 'unreachable';
 
@@ -165,7 +168,7 @@ export class XdsSource {
     this.state = state;
     const line = { address: this.opts.connection.address, ...(this.lastError ? { lastError: this.lastError } : {}) };
     if (state === 'not-served') {
-      this.opts.log.warn(line, 'istiod serves no workload API (ambient support off?); running on the kubernetes source alone, still listening');
+      this.opts.log.warn(line, `${NOT_SERVED} (ambient support off?); running on the kubernetes source alone, still listening`);
     } else {
       this.opts.log.warn(line, 'istiod unreachable; running on the kubernetes source alone, retrying with backoff');
     }

@@ -215,10 +215,12 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
     // After responses: the server closed a working stream; come back at once (jittered).
     const retryInMs = failure ? backoffDelay(this.backoff, this.failures) : Math.round(this.backoff.initialMs * Math.random() / 2);
     const end: StreamEnd = { code: s.code, details: s.details, responses, failure, retryInMs };
+    this.emit('end', end);
+    // A listener may stop the client on what ended the stream (xds-dump does): no retry then, and no line saying so.
+    if (this.stopped) return;
     const line = { target: this.opts.target, code: grpc.status[s.code] ?? s.code, details: s.details, responses, retryInMs };
     if (failure) this.opts.log.warn(line, 'xDS stream failed; retrying with backoff');
     else this.opts.log.info(line, 'xDS stream closed by the server after responses; reconnecting');
-    this.emit('end', end);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.open(), retryInMs);
   }

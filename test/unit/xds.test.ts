@@ -330,6 +330,24 @@ describe('xds source', () => {
     assert.equal(lines[6]!.name, uid('a'));
   });
 
+  test('xds-dump against a server without the workload API (UNIMPLEMENTED): says so in the agent\'s words, exits 1', async () => {
+    const server = new FakeXdsServer({ withAds: false });
+    const address = await server.start();
+    cleanups.push(() => server.stop());
+    const child = spawn(process.execPath, [cli, 'xds-dump', '--server', address, '--plaintext', '--node', NODE], { stdio: ['ignore', 'pipe', 'pipe'] });
+    cleanups.push(() => child.kill('SIGKILL'));
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+    const code = await new Promise<number | null>((resolve, reject) => {
+      // Without the answer it would retry for ever: a bound, not a synchronisation.
+      const timer = setTimeout(() => reject(new Error(`xds-dump still running after 10 s; stderr: ${err}`)), 10_000);
+      child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
+    });
+    assert.equal(code, 1, err);
+    assert.match(err, new RegExp(`^sidecar-accel: istiod serves no workload API at ${address} \\(gRPC UNIMPLEMENTED`));
+    assert.equal(err.trim().split('\n').length, 1, err);
+  });
+
   test('xds-dump: bad arguments are usage errors, exit 2', () => {
     for (const args of [[], ['--server', 'no-port'], ['--server', 'x:1', '--count', '0'], ['--server', 'x:1', '--plaintext', '--token', '/t']]) {
       let code = 0;
