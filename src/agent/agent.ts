@@ -95,6 +95,10 @@ export class Agent {
     const loaded = loadConfigFile(configPath);
     if (!loaded.ok) throw new StartupError(`config: ${loaded.error}`);
     const config = loaded.config;
+    // Built (not started) before the kernel is touched: a missing node name or a
+    // kubeconfig the client would refuse is a one-line refusal, not a loaded datapath.
+    let agent: Agent | undefined;
+    const sources = buildSources(config, log, () => agent?.reconcile());
     checkCapabilities();
     checkKernel();
     const cgroup = resolveCgroup(config.datapath.cgroup);
@@ -138,8 +142,8 @@ export class Agent {
       log.info({ checks: st.checks.map((c) => c.name), mode: st.mode }, 'self-test passed');
     }
 
-    const agent = new Agent(configPath, config, dp, draining, log, kernelMode);
-    agent.sources = buildSources(config, log, () => agent.reconcile());
+    agent = new Agent(configPath, config, dp, draining, log, kernelMode);
+    agent.sources = sources;
     startSources(agent.sources, config, log);
     agent.reconcile();
     await agent.listen();
