@@ -24,6 +24,7 @@ import {
   StartupError, checkCapabilities, checkHostCgroupRoot, checkKernel, checkNoForeignSockops, resolveCgroup,
 } from './checks.js';
 import { runSelfTest, type SelfTestMode } from './selftest.js';
+import { Backoff } from '../util/backoff.js';
 
 export interface AgentOptions {
   log?: Logger;
@@ -32,8 +33,6 @@ export interface AgentOptions {
 }
 
 const RESYNC_MS = 10_000;
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 30_000;
 
 /** Generation directories under the pin root. */
 export function generationDirs(pinRoot: string): string[] {
@@ -64,7 +63,8 @@ export class Agent {
   private statuses = new Map<string, WorkloadStatus>();
   private reconciled = false;
   private timer?: NodeJS.Timeout;
-  private backoffMs = BACKOFF_MIN_MS;
+  /** Passes with errors, in a row. */
+  private readonly retry = new Backoff({ initialMs: 500, maxMs: 30_000 });
   private stopped = false;
   readonly metrics: AgentMetrics;
   api?: FastifyInstance;
@@ -237,13 +237,13 @@ export class Agent {
       this.log.error({ err: (e as Error).message }, 'reconcile failed');
     }
     this.reconciled = true;
+    let delay = RESYNC_MS;
     if (errors) {
       this.metrics.reconcileErrors.inc(errors);
-      this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+      delay = this.retry.failed();
     } else {
-      this.backoffMs = BACKOFF_MIN_MS;
+      this.retry.reset();
     }
-    const delay = errors ? this.backoffMs * (0.75 + Math.random() / 2) : RESYNC_MS;
     this.timer = setTimeout(() => this.reconcile(), delay);
     this.timer.unref();
     this.events.emit('reconciled', this.workloads());

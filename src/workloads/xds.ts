@@ -9,7 +9,8 @@
 import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { DeltaClient, type Backoff, type DeltaUpdate, type Rejection } from '../xds/delta-client.js';
+import { DeltaClient, type DeltaUpdate, type Rejection } from '../xds/delta-client.js';
+import type { BackoffPolicy } from '../util/backoff.js';
 import { ADDRESS_TYPE_URL, decodeAddresses, podWorkloadUid, type MeshWorkload } from '../xds/workload-api.js';
 import { stringStruct, type Node } from '../xds/protos.js';
 import type { Workload } from './workload.js';
@@ -103,7 +104,7 @@ export interface XdsSourceOptions {
   log: Logger;
   onChange: () => void;
   agentVersion?: string;
-  backoff?: Backoff;
+  backoff?: BackoffPolicy;
   /** With no answer this long, the server is taken not to serve the workload API (said once). */
   noAnswerMs?: number;
 }

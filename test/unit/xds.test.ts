@@ -17,7 +17,8 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { FakeXdsServer, workloadResource, type FakeStream } from './fake-xds.js';
 import { XdsSource, type XdsConnection } from '../../src/workloads/xds.js';
-import { backoffDelay, type StreamEnd } from '../../src/xds/delta-client.js';
+import type { StreamEnd } from '../../src/xds/delta-client.js';
+import { backoffDelay } from '../../src/util/backoff.js';
 import { ADDRESS_TYPE_URL, podWorkloadUid } from '../../src/xds/workload-api.js';
 import type { Workload } from '../../src/workloads/workload.js';
 
