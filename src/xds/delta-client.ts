@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { Backoff, type BackoffPolicy } from '../util/backoff.js';
-import { DELTA_METHOD, deltaRequestCodec, deltaResponseCodec, type DeltaDiscoveryRequest, type DeltaDiscoveryResponse, type Node } from './protos.js';
+import { DELTA_METHOD, deltaRequestCodec, deltaResponseCodec, type DeltaRequest, type DeltaResponseMessage, type Node } from './protos.js';
 
 /** One resource of a response, its Any unpacked to type and bytes. */
 export interface DeltaResource { name: string; version: string; typeUrl: string; value: Uint8Array }
@@ -66,7 +66,7 @@ export interface DeltaClientEvents {
 
 export class DeltaClient extends EventEmitter<DeltaClientEvents> {
   private client?: grpc.Client;
-  private call?: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+  private call?: grpc.ClientDuplexStream<DeltaRequest, DeltaResponseMessage>;
   private timer?: NodeJS.Timeout;
   private stopped = true;
   private attempts = 0;
@@ -133,7 +133,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
       this.ended({ code: grpc.status.UNAUTHENTICATED, details: (e as Error).message }, 0);
       return;
     }
-    const call = client.makeBidiStreamRequest<DeltaDiscoveryRequest, DeltaDiscoveryResponse>(
+    const call = client.makeBidiStreamRequest<DeltaRequest, DeltaResponseMessage>(
       DELTA_METHOD, (m) => deltaRequestCodec.encode(m), (b) => deltaResponseCodec.decode(b), md);
     this.call = call;
     let responses = 0;
@@ -144,7 +144,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
       if (this.call === call) this.call = undefined;
       this.ended(s, responses);
     };
-    call.on('data', (r: DeltaDiscoveryResponse) => {
+    call.on('data', (r: DeltaResponseMessage) => {
       responses++;
       this.retry.reset();
       this.respond(call, r);
@@ -163,7 +163,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
     this.emit('stream', { attempt: this.attempts, initialVersions });
   }
 
-  private respond(call: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>, r: DeltaDiscoveryResponse): void {
+  private respond(call: grpc.ClientDuplexStream<DeltaRequest, DeltaResponseMessage>, r: DeltaResponseMessage): void {
     const rejected: Rejection[] = [];
     const accepted: DeltaResource[] = [];
     for (const res of r.resources) {
@@ -174,7 +174,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
         rejected.push({ name: res.name, error: `type ${JSON.stringify(any.type_url)}, expected ${this.opts.typeUrl}` });
         continue;
       }
-      accepted.push({ name: res.name, version: res.version, typeUrl: any.type_url, value: any.value });
+      accepted.push({ name: res.name, version: res.version ?? '', typeUrl: this.opts.typeUrl, value: any.value ?? new Uint8Array() });
     }
     const update: DeltaUpdate = { nonce: r.nonce, systemVersion: r.system_version_info, resources: accepted, removed: r.removed_resources };
     let handlerRejected: Rejection[];

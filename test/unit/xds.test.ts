@@ -127,7 +127,7 @@ describe('xds source', () => {
     // Thousands of bad resources: the NACK names them within a bounded message.
     s.send({ resources: Array.from({ length: 2000 }, (_, i) => ({ name: uid(`bad-${'x'.repeat(40)}-${i}`), version: '1', resource: { type_url: 'wrong', value: Buffer.alloc(0) }, aliases: [] })) });
     const big = await s.request(3);
-    assert.ok((big.error_detail?.message.length ?? 0) <= 4096 + 40, `NACK message of ${big.error_detail?.message.length} chars`);
+    assert.ok((big.error_detail?.message?.length ?? 0) <= 4096 + 40, `NACK message of ${big.error_detail?.message?.length} chars`);
     assert.match(big.error_detail?.message ?? '', /\(2000 resources rejected\)$/);
   });
 
@@ -157,7 +157,7 @@ describe('xds source', () => {
     const s2 = await server.stream(2);
     const first = await s2.request(0);
     assert.deepEqual(first.initial_resource_versions, { [uid('a')]: '5', [uid('b')]: '9' });
-    assert.equal(first.node?.id.startsWith('ztunnel~'), true, 'every stream starts with the node');
+    assert.equal(first.node?.id?.startsWith('ztunnel~'), true, 'every stream starts with the node');
     assert.deepEqual(source.workloadsOnNode().map((w) => w.uid).sort(), [uid('a'), uid('b')], 'held while reconnecting');
     assert.equal(lines.filter((l) => /stream failed/.test(l.msg)).length, 0, 'not logged as a failure');
   });
@@ -321,7 +321,7 @@ describe('xds source', () => {
     const bad = s.send({ resources: [{ name: uid('junk'), version: '3', resource: { type_url: ADDRESS_TYPE_URL, value: Buffer.from([0x0a, 0x05, 0x01]) }, aliases: [] }], removed_resources: [uid('a')] });
     const nack = await s.request(2);
     assert.equal(nack.response_nonce, bad);
-    assert.ok(nack.error_detail?.message.includes(uid('junk')));
+    assert.ok(nack.error_detail?.message?.includes(uid('junk')));
     assert.equal(await exited, 0, 'exits after --count responses');
     const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(lines.map((l) => l.event), ['stream', 'response', 'resource', 'ack', 'response', 'invalid', 'removed', 'nack']);
