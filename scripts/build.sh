@@ -50,3 +50,5 @@ if [[ ! -f $protos_js || ! -f $protos_dts || -n $(find proto scripts/pbjs-esm-wr
 fi
 
 node_modules/.bin/tsc -p tsconfig.json
+# package.json's bin: `npm link` links it onto PATH; tsc writes it without the execute bit.
+chmod +x dist/src/cli/main.js

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import { Datapath, DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
+import { Datapath, DEFAULT_PIN_ROOT, generationDirs } from '../datapath/datapath.js';
 import { native } from '../datapath/native.js';
 import type { Counters, NodeConfig } from '../datapath/layout.js';
 import { loadConfigFile } from '../config/load.js';
@@ -33,12 +33,6 @@ export interface AgentOptions {
 }
 
 const RESYNC_MS = 10_000;
-
-/** Generation directories under the pin root. */
-export function generationDirs(pinRoot: string): string[] {
-  if (!fs.existsSync(pinRoot)) return [];
-  return fs.readdirSync(pinRoot).filter((n) => n.startsWith('gen-')).map((n) => path.join(pinRoot, n)).sort();
-}
 
 /** Program ids of every pinned generation of ours (for the foreign-program check). */
 function ourProgramIds(pinRoot: string): Set<number> {
