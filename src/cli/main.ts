@@ -142,10 +142,11 @@ async function main(argv: string[]): Promise<number> {
       if (v.plaintext && v.token) throw new UsageError('xds-dump: --token is never sent in plaintext; drop one of them');
       const token = v.token ?? (fs.existsSync(XDS_DEFAULTS.tokenFile) ? XDS_DEFAULTS.tokenFile : undefined);
       if (!v.plaintext && !fs.existsSync(v.ca!)) throw new StartupError(`xds-dump: CA file ${v.ca} not found (--ca FILE, or --plaintext for a local test server)`);
+      // Imported before the signal handlers: no await between them and the run that listens.
+      const { runXdsDump } = await import('./xds-dump.js');
       const ac = new AbortController();
       process.once('SIGINT', () => ac.abort());
       process.once('SIGTERM', () => ac.abort());
-      const { runXdsDump } = await import('./xds-dump.js');
       await runXdsDump({
         connection: { address: v.server, plaintext: v.plaintext === true, ...(v.plaintext ? {} : { caFile: v.ca!, ...(token ? { tokenFile: token } : {}) }),
           ...(v['server-name'] ? { serverName: v['server-name'] } : {}) },
