@@ -40,8 +40,6 @@ WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
-# The xDS messages, loaded at run time (src/xds/protos.ts).
-COPY --from=build /src/proto ./proto
 COPY --from=build /src/native/build/Release/sidecar_accel_native.node ./native/build/Release/
 COPY --from=build /src/build/bpf/sidecar_accel.bpf.o ./build/bpf/
 ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]

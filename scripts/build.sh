@@ -41,5 +41,26 @@ if [[ ! -f native/build/Makefile || native/binding.gyp -nt native/build/Makefile
 fi
 $gyp build
 
+# The xDS messages' code (into dist, beside the compiled protos.ts) and its
+# types (beside protos.ts, for tsc), generated from proto/ by protobufjs' CLI;
+# google/protobuf/* come from protobufjs' bundled definitions.
+protos_js=dist/src/xds/gen/protos.js
+protos_dts=src/xds/gen/protos.d.ts
+if [[ ! -f $protos_js || ! -f $protos_dts || -n $(find proto scripts/pbjs-esm-wrapper.tmpl package-lock.json -newer "$protos_js" -type f | head -1) ]]; then
+  mkdir -p "$(dirname "$protos_js")" "$(dirname "$protos_dts")" build
+  gen=$(mktemp -d build/protos.XXXXXX)
+  trap 'rm -rf "$gen"' EXIT
+  node_modules/.bin/pbjs -t static-module -w scripts/pbjs-esm-wrapper.tmpl --es6 --dependency protobufjs/minimal.js \
+    --keep-case -r sidecar_accel --no-verify --no-delimited --no-typeurl --no-service \
+    -p proto -o "$gen/protos.js" envoy/service/discovery/v3/ads.proto istio/workload/workload.proto
+  node_modules/.bin/pbts -o "$gen/protos.d.ts" "$gen/protos.js"
+  # skipLibCheck (tsconfig) skips .d.ts files: check the generated one on its own, strict.
+  node_modules/.bin/tsc --noEmit --strict --module NodeNext --moduleResolution NodeNext --target ES2022 --types node "$gen/protos.d.ts"
+  mv "$gen/protos.d.ts" "$protos_dts"
+  mv "$gen/protos.js" "$protos_js"
+fi
+
 node_modules/.bin/tsc -p tsconfig.json
 node scripts/gen-btf.mjs check
+# package.json's bin: `npm link` links it onto PATH; tsc writes it without the execute bit.
+chmod +x dist/src/cli/main.js

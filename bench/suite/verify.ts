@@ -2,7 +2,7 @@
 // program of ours attached; accel rounds count only if the kernel shows the
 // expected hops bypassed TCP (ss: a paired socket sends no data segment).
 import { native } from '../../src/datapath/native.js';
-import { generationDirs } from '../../src/agent/agent.js';
+import { generationDirs } from '../../src/datapath/datapath.js';
 import { SERVICE_VIP4, SERVICE_VIP6, type Pod } from '../../src/topology/topology.js';
 import { addr, ssSockets, type SsSocket } from '../../src/measure/kernel.js';
 import type { Counters } from '../../src/datapath/layout.js';

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import { Datapath, DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
+import { Datapath, DEFAULT_PIN_ROOT, generationDirs } from '../datapath/datapath.js';
 import { native } from '../datapath/native.js';
 import type { Counters, NodeConfig } from '../datapath/layout.js';
 import { loadConfigFile } from '../config/load.js';
@@ -24,6 +24,7 @@ import {
   StartupError, checkCapabilities, checkHostCgroupRoot, checkKernel, checkNoForeignSockops, resolveCgroup,
 } from './checks.js';
 import { runSelfTest, type SelfTestMode } from './selftest.js';
+import { Backoff } from '../util/backoff.js';
 
 export interface AgentOptions {
   log?: Logger;
@@ -32,14 +33,6 @@ export interface AgentOptions {
 }
 
 const RESYNC_MS = 10_000;
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 30_000;
-
-/** Generation directories under the pin root. */
-export function generationDirs(pinRoot: string): string[] {
-  if (!fs.existsSync(pinRoot)) return [];
-  return fs.readdirSync(pinRoot).filter((n) => n.startsWith('gen-')).map((n) => path.join(pinRoot, n)).sort();
-}
 
 /** Program ids of every pinned generation of ours (for the foreign-program check). */
 function ourProgramIds(pinRoot: string): Set<number> {
@@ -64,7 +57,8 @@ export class Agent {
   private statuses = new Map<string, WorkloadStatus>();
   private reconciled = false;
   private timer?: NodeJS.Timeout;
-  private backoffMs = BACKOFF_MIN_MS;
+  /** Passes with errors, in a row. */
+  private readonly retry = new Backoff({ initialMs: 500, maxMs: 30_000 });
   private stopped = false;
   readonly metrics: AgentMetrics;
   api?: FastifyInstance;
@@ -95,6 +89,10 @@ export class Agent {
     const loaded = loadConfigFile(configPath);
     if (!loaded.ok) throw new StartupError(`config: ${loaded.error}`);
     const config = loaded.config;
+    // Built (not started) before the kernel is touched: a missing node name or a
+    // kubeconfig the client would refuse is a one-line refusal, not a loaded datapath.
+    let agent: Agent | undefined;
+    const sources = buildSources(config, log, () => agent?.reconcile());
     checkCapabilities();
     checkKernel();
     const cgroup = resolveCgroup(config.datapath.cgroup);
@@ -138,8 +136,8 @@ export class Agent {
       log.info({ checks: st.checks.map((c) => c.name), mode: st.mode }, 'self-test passed');
     }
 
-    const agent = new Agent(configPath, config, dp, draining, log, kernelMode);
-    agent.sources = buildSources(config, log, () => agent.reconcile());
+    agent = new Agent(configPath, config, dp, draining, log, kernelMode);
+    agent.sources = sources;
     startSources(agent.sources, config, log);
     agent.reconcile();
     await agent.listen();
@@ -241,13 +239,13 @@ export class Agent {
       this.log.error({ err: (e as Error).message }, 'reconcile failed');
     }
     this.reconciled = true;
+    let delay = RESYNC_MS;
     if (errors) {
       this.metrics.reconcileErrors.inc(errors);
-      this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+      delay = this.retry.failed();
     } else {
-      this.backoffMs = BACKOFF_MIN_MS;
+      this.retry.reset();
     }
-    const delay = errors ? this.backoffMs * (0.75 + Math.random() / 2) : RESYNC_MS;
     this.timer = setTimeout(() => this.reconcile(), delay);
     this.timer.unref();
     this.events.emit('reconciled', this.workloads());

@@ -12,18 +12,35 @@ import { StartupError } from './checks.js';
 
 export interface Sources { kube?: KubernetesSource; xds?: XdsSource }
 
+/**
+ * The kubeconfig file, or the in-cluster config, checked for what the client
+ * library would otherwise refuse at every request, retried for ever.
+ */
+export function loadKubeConfig(file: string | undefined): k8s.KubeConfig {
+  const kubeConfig = new k8s.KubeConfig();
+  const what = file ?? 'the in-cluster config';
+  try {
+    if (file) kubeConfig.loadFromFile(file); else kubeConfig.loadFromCluster();
+  } catch (e) {
+    throw new StartupError(`kubernetes: cannot load ${what}: ${(e as Error).message}`);
+  }
+  const cluster = kubeConfig.getCurrentCluster();
+  if (!cluster) throw new StartupError(`kubernetes: ${what}: its current context (${JSON.stringify(kubeConfig.getCurrentContext())}) names no cluster`);
+  // The library refuses plain HTTP unless the cluster opts in (there is no TLS to verify).
+  if (cluster.server.startsWith('http:') && !cluster.skipTLSVerify) {
+    throw new StartupError(`kubernetes: ${what}: cluster ${JSON.stringify(cluster.name)} has a plain HTTP server (${cluster.server}); `
+      + 'the Kubernetes client refuses it unless that cluster sets insecure-skip-tls-verify: true (kubectl proxy, for one, serves plain HTTP)');
+  }
+  return kubeConfig;
+}
+
 /** Builds (does not start) the sources of `c`; a StartupError says what is missing. */
 export function buildSources(c: AgentConfig, log: Logger, onChange: () => void): Sources {
   const kc = c.kubernetes;
   if (!kc.enabled) return {};
   const nodeName = kc.nodeName ?? process.env.NODE_NAME;
   if (!nodeName) throw new StartupError('kubernetes.enabled needs kubernetes.nodeName or the NODE_NAME environment variable');
-  const kubeConfig = new k8s.KubeConfig();
-  try {
-    if (kc.kubeconfig) kubeConfig.loadFromFile(kc.kubeconfig); else kubeConfig.loadFromCluster();
-  } catch (e) {
-    throw new StartupError(`kubernetes: cannot load ${kc.kubeconfig ?? 'the in-cluster config'}: ${(e as Error).message}`);
-  }
+  const kubeConfig = loadKubeConfig(kc.kubeconfig);
   const kube = new KubernetesSource({
     kubeConfig, nodeName, istioNamespace: kc.istioNamespace, log: log.child({ source: 'kubernetes' }), onChange,
   });

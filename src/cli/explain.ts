@@ -5,8 +5,9 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { decide, type Decision, type ObjectMeta } from '../policy/policy.js';
+import { InputError } from './errors.js';
 
-export class InputError extends Error {}
+export { InputError };
 
 const meta = z.object({
   name: z.string().min(1),

@@ -1,18 +1,13 @@
 #!/usr/bin/env node
-// The one executable: `sidecar-accel <command>`.
+// The one executable: `sidecar-accel <command>`. Each command's modules are
+// imported when that command runs: `help`, `explain` and `status` never load
+// the client libraries of the agent (Kubernetes, fastify, gRPC), which take
+// most of a second to import.
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { runDemo } from './demo.js';
-import { interrupted } from './interruptible.js';
-import { explain, explainText, InputError } from './explain.js';
-import { datapathStatus, statusText, uninstallAll } from './status.js';
-import { Agent } from '../agent/agent.js';
+import { InputError, UsageError } from './errors.js';
 import { StartupError, resolveCgroup } from '../agent/checks.js';
-import { loadConfigFile } from '../config/load.js';
-import { XDS_ADDRESS_PATTERN, XDS_DEFAULTS } from '../config/schema.js';
-import { DEFAULT_PIN_ROOT } from '../datapath/datapath.js';
-import { runXdsDump } from './xds-dump.js';
 
 const USAGE = `usage: sidecar-accel <command> [options]
 
@@ -31,7 +26,8 @@ commands:
   help                              this text
 `;
 
-class UsageError extends Error {}
+/** Set by the commands that clean up on Ctrl-C (demo, bench): what fails after it is the cleanup's echo. */
+let interrupted: () => boolean = () => false;
 
 function args<T extends Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>>(rest: string[], options: T) {
   try {
@@ -42,8 +38,12 @@ function args<T extends Record<string, { type: 'string' | 'boolean'; default?: s
 }
 
 /** Pin root and cgroup from a config file, or the defaults. */
-function datapathLocation(configFile: string | undefined): { pinRoot: string; cgroup: string } {
-  if (!configFile) return { pinRoot: DEFAULT_PIN_ROOT, cgroup: resolveCgroup('auto') };
+async function datapathLocation(configFile: string | undefined): Promise<{ pinRoot: string; cgroup: string }> {
+  if (!configFile) {
+    const { DEFAULT_PIN_ROOT } = await import('../datapath/datapath.js');
+    return { pinRoot: DEFAULT_PIN_ROOT, cgroup: resolveCgroup('auto') };
+  }
+  const { loadConfigFile } = await import('../config/load.js');
   const c = loadConfigFile(configFile);
   if (!c.ok) throw new StartupError(c.error);
   return { pinRoot: c.config.datapath.pinDir, cgroup: resolveCgroup(c.config.datapath.cgroup) };
@@ -55,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
     case 'agent': {
       const v = args(rest, { config: { type: 'string' }, 'skip-self-test': { type: 'boolean', default: false } });
       if (!v.config) throw new UsageError('agent needs --config FILE');
+      const { Agent } = await import('../agent/agent.js');
       const agent = await Agent.start(v.config, { skipSelfTest: v['skip-self-test'] === true });
       await new Promise<void>((resolve) => {
         const stop = () => { void agent.stop().then(resolve); };
@@ -67,14 +68,16 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status': {
       const v = args(rest, { config: { type: 'string' }, json: { type: 'boolean', default: false } });
-      const { pinRoot, cgroup } = datapathLocation(v.config);
+      const { pinRoot, cgroup } = await datapathLocation(v.config);
+      const { datapathStatus, statusText } = await import('./status.js');
       const gens = datapathStatus(pinRoot, cgroup);
       process.stdout.write(v.json ? JSON.stringify({ pinRoot, cgroup, generations: gens }, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x)) + '\n' : statusText(gens, pinRoot));
       return 0;
     }
     case 'uninstall': {
       const v = args(rest, { config: { type: 'string' } });
-      const { pinRoot, cgroup } = datapathLocation(v.config);
+      const { pinRoot, cgroup } = await datapathLocation(v.config);
+      const { uninstallAll } = await import('./status.js');
       const removed = uninstallAll(pinRoot, cgroup);
       process.stdout.write(removed.length ? `detached and unpinned: ${removed.join(', ')}\n` : `nothing pinned under ${pinRoot}\n`);
       return 0;
@@ -82,6 +85,7 @@ async function main(argv: string[]): Promise<number> {
     case 'explain': {
       const v = args(rest, { pod: { type: 'string' }, namespace: { type: 'string' }, mesh: { type: 'string' }, json: { type: 'boolean', default: false } });
       if (!v.pod) throw new UsageError('explain needs --pod FILE');
+      const { explain, explainText } = await import('./explain.js');
       const r = explain({ pod: v.pod, ...(v.namespace ? { namespace: v.namespace } : {}), ...(v.mesh ? { mesh: v.mesh } : {}) });
       process.stdout.write(v.json ? JSON.stringify({ enabled: r.enabled, rule: r.rule, warnings: r.warnings, excludePorts: r.excludePorts, pod: r.pod }) + '\n' : explainText(r));
       return 0;
@@ -93,6 +97,8 @@ async function main(argv: string[]): Promise<number> {
       if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(seconds) || seconds < 1) {
         throw new UsageError('demo: --rounds and --seconds take whole numbers >= 1');
       }
+      const [{ runDemo }, cleanly] = await Promise.all([import('./demo.js'), import('./interruptible.js')]);
+      interrupted = () => cleanly.interrupted;
       await runDemo({ rounds, seconds, out: process.stdout });
       return 0;
     }
@@ -112,6 +118,8 @@ async function main(argv: string[]): Promise<number> {
       const { runBench } = await import('../../bench/suite/run.js').catch((e: unknown) => {
         throw new Error(`the bench is not part of this installation (run it from a source checkout): ${(e as Error).message}`);
       });
+      const cleanly = await import('./interruptible.js');
+      interrupted = () => cleanly.interrupted;
       await runBench({
         quick: v.quick === true, out: process.stdout,
         ...(v.json ? { json: v.json } : {}), ...(v.md ? { md: v.md } : {}), ...(v.chart ? { chart: v.chart } : {}),
@@ -122,6 +130,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'xds-dump': {
+      const { XDS_ADDRESS_PATTERN, XDS_DEFAULTS } = await import('../config/schema.js');
       const v = args(rest, {
         server: { type: 'string' }, plaintext: { type: 'boolean', default: false }, json: { type: 'boolean', default: false },
         ca: { type: 'string', default: XDS_DEFAULTS.caFile }, token: { type: 'string' }, 'server-name': { type: 'string' },
@@ -133,6 +142,8 @@ async function main(argv: string[]): Promise<number> {
       if (v.plaintext && v.token) throw new UsageError('xds-dump: --token is never sent in plaintext; drop one of them');
       const token = v.token ?? (fs.existsSync(XDS_DEFAULTS.tokenFile) ? XDS_DEFAULTS.tokenFile : undefined);
       if (!v.plaintext && !fs.existsSync(v.ca!)) throw new StartupError(`xds-dump: CA file ${v.ca} not found (--ca FILE, or --plaintext for a local test server)`);
+      // Imported before the signal handlers: no await between them and the run that listens.
+      const { runXdsDump } = await import('./xds-dump.js');
       const ac = new AbortController();
       process.once('SIGINT', () => ac.abort());
       process.once('SIGTERM', () => ac.abort());
@@ -155,7 +166,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e: unknown) => {
-  if (interrupted) return; // Ctrl-C: the cleanup exits 130 once done
+  if (interrupted()) return; // Ctrl-C: the cleanup exits 130 once done
   if (e instanceof UsageError) {
     process.stderr.write(`sidecar-accel: ${e.message}\n\n${USAGE}`);
     process.exitCode = 2;

@@ -1,9 +1,8 @@
 // `sidecar-accel status` and `uninstall`: work from the pins alone, whether or
 // not an agent runs.
 import fs from 'node:fs';
-import { Datapath, GenerationLayoutError } from '../datapath/datapath.js';
+import { Datapath, GenerationLayoutError, generationDirs } from '../datapath/datapath.js';
 import type { Counters } from '../datapath/layout.js';
-import { generationDirs } from '../agent/agent.js';
 
 export interface GenerationStatus {
   generation: string;

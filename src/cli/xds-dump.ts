@@ -6,7 +6,11 @@ import type { Writable } from 'node:stream';
 import pino from 'pino';
 import { DeltaClient } from '../xds/delta-client.js';
 import { ADDRESS_TYPE_URL, decodeAddresses, type AddressResource } from '../xds/workload-api.js';
-import { identityFromEnv, istioNode, xdsChannel, type XdsConnection } from '../workloads/xds.js';
+import * as grpc from '@grpc/grpc-js';
+import { NOT_SERVED, identityFromEnv, istioNode, xdsChannel, type XdsConnection } from '../workloads/xds.js';
+
+/** The server answered UNIMPLEMENTED before any response: retrying cannot help a debugging session. */
+export class XdsNotServedError extends Error {}
 
 export interface XdsDumpOptions {
   connection: XdsConnection;
@@ -46,13 +50,17 @@ function text(l: DumpLine): string {
   }
 }
 
-/** Runs until `count` responses were printed, or until `signal` aborts. */
+/**
+ * Runs until `count` responses were printed, or until `signal` aborts; fails
+ * with XdsNotServedError when the server does not serve the workload API.
+ */
 export async function runXdsDump(o: XdsDumpOptions, signal: AbortSignal): Promise<void> {
   const print = (l: DumpLine) => o.out.write((o.json ? JSON.stringify(l) : text(l)) + '\n');
   const ch = xdsChannel(o.connection);
   let responses = 0;
   let done!: () => void;
-  const finished = new Promise<void>((resolve) => { done = resolve; });
+  let fail!: (e: Error) => void;
+  const finished = new Promise<void>((resolve, reject) => { done = resolve; fail = reject; });
   const client = new DeltaClient({
     target: o.connection.address, channel: ch.channel, metadata: ch.metadata,
     node: istioNode(identityFromEnv(o.nodeName, o.clusterId, `xds-dump-${os.hostname()}`), 'xds-dump'),
@@ -72,9 +80,21 @@ export async function runXdsDump(o: XdsDumpOptions, signal: AbortSignal): Promis
   client.on('stream', (s) => print({ event: 'stream', attempt: s.attempt, initialVersions: Object.keys(s.initialVersions).length }));
   client.on('ack', (a) => { print({ event: 'ack', nonce: a.nonce }); counted(); });
   client.on('nack', (n) => { print({ event: 'nack', nonce: n.nonce, message: n.message }); counted(); });
-  client.on('end', (e) => print({ event: 'end', code: e.code, details: e.details, responses: e.responses, retryInMs: e.retryInMs }));
+  client.on('end', (e) => {
+    // The agent keeps listening (ambient support may be turned on later); a
+    // person debugging wants the answer now.
+    if (e.failure && e.code === grpc.status.UNIMPLEMENTED) {
+      client.stop();
+      fail(new XdsNotServedError(`${NOT_SERVED} at ${o.connection.address} (gRPC UNIMPLEMENTED: ${e.details}); is istiod's ambient support (PILOT_ENABLE_AMBIENT) off?`));
+      return;
+    }
+    print({ event: 'end', code: e.code, details: e.details, responses: e.responses, retryInMs: e.retryInMs });
+  });
   signal.addEventListener('abort', () => done(), { once: true });
   client.start();
-  await finished;
-  client.stop();
+  try {
+    await finished;
+  } finally {
+    client.stop();
+  }
 }

@@ -20,6 +20,12 @@ import { bpffsContaining, cgroup2Root, cgroupId } from './mounts.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/sidecar-accel';
 
+/** Generation directories under the pin root. */
+export function generationDirs(pinRoot: string): string[] {
+  if (!fs.existsSync(pinRoot)) return [];
+  return fs.readdirSync(pinRoot).filter((n) => n.startsWith('gen-')).map((n) => path.join(pinRoot, n)).sort();
+}
+
 const MAP_NAMES = [
   'sock_hash', 'sock_state', 'peer_info', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters',
   'listener_style',

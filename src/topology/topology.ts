@@ -201,7 +201,9 @@ export class Pod {
     const cfgFile = path.join(opts.dir ?? this.topo.file(''), `${this.name}-${role}.cfg`);
     fs.writeFileSync(cfgFile, config, { mode: 0o644 });
     const cmd = opts.uid === undefined ? ['haproxy'] : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', 'haproxy'];
-    const launcher = this.spawn(cmd[0]!, [...cmd.slice(1), '-D', '-f', cfgFile]);
+    // From its own directory: haproxy returns to its start directory after reading the
+    // config, and a proxy uid cannot enter a checkout under a root-only directory.
+    const launcher = this.spawn(cmd[0]!, [...cmd.slice(1), '-D', '-f', cfgFile], { cwd: path.dirname(cfgFile) });
     let stderr = '';
     launcher.stderr?.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     const code = await new Promise<number | null>((resolve) => launcher.on('exit', resolve));

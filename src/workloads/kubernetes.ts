@@ -10,6 +10,7 @@ import YAML from 'yaml';
 import type { Logger } from 'pino';
 import type { Namespace, Workload } from './workload.js';
 import { coalesced } from '../util/coalesce.js';
+import { Backoff, type BackoffPolicy } from '../util/backoff.js';
 
 export const ISTIO_REVISION_LABEL = 'istio.io/rev';
 
@@ -20,14 +21,14 @@ export interface KubernetesSourceOptions {
   log: Logger;
   /** Called (coalesced) whenever what the source knows changed. */
   onChange: () => void;
-  backoffMinMs?: number;
-  backoffMaxMs?: number;
+  /** Of each watch's restarts; default 1 s doubling to 60 s. */
+  backoff?: BackoffPolicy;
 }
 
 interface Watched<T extends k8s.KubernetesObject> {
   name: string;
   lw: k8s.ListWatch<T>;
-  backoffMs: number;
+  retry: Backoff;
   timer?: NodeJS.Timeout;
   synced: boolean;
   lastError?: string;
@@ -57,12 +58,10 @@ export class KubernetesSource {
   private stopped = true;
   private readonly notify = coalesced(() => { if (!this.stopped) this.opts.onChange(); });
   private saidSynced = false;
-  private readonly minMs: number;
-  private readonly maxMs: number;
+  private readonly backoff: BackoffPolicy;
 
   constructor(private readonly opts: KubernetesSourceOptions) {
-    this.minMs = opts.backoffMinMs ?? 1000;
-    this.maxMs = opts.backoffMaxMs ?? 60_000;
+    this.backoff = opts.backoff ?? { initialMs: 1000, maxMs: 60_000 };
     const api = opts.kubeConfig.makeApiClient(k8s.CoreV1Api);
     const watch = new k8s.Watch(opts.kubeConfig);
     const istioNs = opts.istioNamespace ?? 'istio-system';
@@ -76,9 +75,9 @@ export class KubernetesSource {
   }
 
   private add<T extends k8s.KubernetesObject>(name: string, lw: k8s.ListWatch<T>): Watched<T> {
-    const w: Watched<T> = { name, lw, backoffMs: this.minMs, synced: false };
+    const w: Watched<T> = { name, lw, retry: new Backoff(this.backoff), synced: false };
     for (const ev of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) {
-      lw.on(ev, () => { w.backoffMs = this.minMs; w.synced = true; this.changed(); });
+      lw.on(ev, () => { w.retry.reset(); w.synced = true; this.changed(); });
     }
     lw.on(k8s.CONNECT, () => { w.lastError = undefined; });
     lw.on(k8s.ERROR, (err: unknown) => this.failed(w, err));
@@ -98,9 +97,8 @@ export class KubernetesSource {
     if (this.stopped) return;
     this.errors++;
     w.lastError = errorText(err);
-    const delay = w.backoffMs * (0.75 + Math.random() / 2);
-    this.opts.log.warn({ watch: w.name, err: w.lastError, retryInMs: Math.round(delay) }, 'list/watch failed; keeping the last known state');
-    w.backoffMs = Math.min(w.backoffMs * 2, this.maxMs);
+    const delay = w.retry.failed();
+    this.opts.log.warn({ watch: w.name, err: w.lastError, retryInMs: delay }, 'list/watch failed; keeping the last known state');
     clearTimeout(w.timer);
     w.timer = setTimeout(() => void this.begin(w), delay);
   }

@@ -9,7 +9,8 @@
 import fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { DeltaClient, type Backoff, type DeltaUpdate, type Rejection } from '../xds/delta-client.js';
+import { DeltaClient, type DeltaUpdate, type Rejection } from '../xds/delta-client.js';
+import type { BackoffPolicy } from '../util/backoff.js';
 import { ADDRESS_TYPE_URL, decodeAddresses, podWorkloadUid, type MeshWorkload } from '../xds/workload-api.js';
 import { stringStruct, type Node } from '../xds/protos.js';
 import type { Workload } from './workload.js';
@@ -82,6 +83,9 @@ export function xdsChannel(c: XdsConnection): {
   };
 }
 
+/** What the agent and xds-dump say of a server that answers UNIMPLEMENTED or never answers. */
+export const NOT_SERVED = 'istiod serves no workload API';
+
 /** serving: istiod answered; not-served: it does not serve the workload API; unreachable: no stream came up. */
 export type XdsState = 'connecting' | 'serving' | 'not-served' | 'unreachable';
 
@@ -100,7 +104,7 @@ export interface XdsSourceOptions {
   log: Logger;
   onChange: () => void;
   agentVersion?: string;
-  backoff?: Backoff;
+  backoff?: BackoffPolicy;
   /** With no answer this long, the server is taken not to serve the workload API (said once). */
   noAnswerMs?: number;
 }
@@ -165,7 +169,7 @@ export class XdsSource {
     this.state = state;
     const line = { address: this.opts.connection.address, ...(this.lastError ? { lastError: this.lastError } : {}) };
     if (state === 'not-served') {
-      this.opts.log.warn(line, 'istiod serves no workload API (ambient support off?); running on the kubernetes source alone, still listening');
+      this.opts.log.warn(line, `${NOT_SERVED} (ambient support off?); running on the kubernetes source alone, still listening`);
     } else {
       this.opts.log.warn(line, 'istiod unreachable; running on the kubernetes source alone, retrying with backoff');
     }

@@ -14,7 +14,8 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { DELTA_METHOD, deltaRequestCodec, deltaResponseCodec, type DeltaDiscoveryRequest, type DeltaDiscoveryResponse, type Node } from './protos.js';
+import { Backoff, type BackoffPolicy } from '../util/backoff.js';
+import { DELTA_METHOD, deltaRequestCodec, deltaResponseCodec, type DeltaRequest, type DeltaResponseMessage, type Node } from './protos.js';
 
 /** One resource of a response, its Any unpacked to type and bytes. */
 export interface DeltaResource { name: string; version: string; typeUrl: string; value: Uint8Array }
@@ -23,8 +24,7 @@ export interface Rejection { name: string; error: string }
 /** Applies what it accepts; returns the resources it rejected (then NACKed). */
 export type DeltaHandler = (update: DeltaUpdate) => Rejection[];
 
-export interface Backoff { initialMs: number; maxMs: number }
-export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000 };
+export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 30_000 };
 const MAX_NACK_CHARS = 4096;
 
 export interface DeltaClientOptions {
@@ -41,7 +41,7 @@ export interface DeltaClientOptions {
   typeUrl: string;
   handler: DeltaHandler;
   log: Logger;
-  backoff?: Backoff;
+  backoff?: BackoffPolicy;
 }
 
 export interface StreamEnd {
@@ -64,26 +64,22 @@ export interface DeltaClientEvents {
   end: [StreamEnd];
 }
 
-/** Backoff for the n-th consecutive failure (n >= 1): initial * 2^(n-1), capped, jittered to [50%, 100%]. */
-export function backoffDelay(b: Backoff, failures: number, random: () => number = Math.random): number {
-  const base = Math.min(b.maxMs, b.initialMs * 2 ** Math.max(0, failures - 1));
-  return Math.round(base * (0.5 + random() / 2));
-}
-
 export class DeltaClient extends EventEmitter<DeltaClientEvents> {
   private client?: grpc.Client;
-  private call?: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>;
+  private call?: grpc.ClientDuplexStream<DeltaRequest, DeltaResponseMessage>;
   private timer?: NodeJS.Timeout;
   private stopped = true;
-  private failures = 0;
   private attempts = 0;
   /** name -> version of every resource this client holds. */
   private readonly known = new Map<string, string>();
-  private readonly backoff: Backoff;
+  private readonly backoff: BackoffPolicy;
+  /** Streams that ended without a response, in a row. */
+  private readonly retry: Backoff;
 
   constructor(private readonly opts: DeltaClientOptions) {
     super();
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
+    this.retry = new Backoff(this.backoff);
   }
 
   private channel(): grpc.Client {
@@ -137,7 +133,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
       this.ended({ code: grpc.status.UNAUTHENTICATED, details: (e as Error).message }, 0);
       return;
     }
-    const call = client.makeBidiStreamRequest<DeltaDiscoveryRequest, DeltaDiscoveryResponse>(
+    const call = client.makeBidiStreamRequest<DeltaRequest, DeltaResponseMessage>(
       DELTA_METHOD, (m) => deltaRequestCodec.encode(m), (b) => deltaResponseCodec.decode(b), md);
     this.call = call;
     let responses = 0;
@@ -148,9 +144,9 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
       if (this.call === call) this.call = undefined;
       this.ended(s, responses);
     };
-    call.on('data', (r: DeltaDiscoveryResponse) => {
+    call.on('data', (r: DeltaResponseMessage) => {
       responses++;
-      this.failures = 0;
+      this.retry.reset();
       this.respond(call, r);
     });
     call.on('status', (s: grpc.StatusObject) => finish(s));
@@ -167,7 +163,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
     this.emit('stream', { attempt: this.attempts, initialVersions });
   }
 
-  private respond(call: grpc.ClientDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>, r: DeltaDiscoveryResponse): void {
+  private respond(call: grpc.ClientDuplexStream<DeltaRequest, DeltaResponseMessage>, r: DeltaResponseMessage): void {
     const rejected: Rejection[] = [];
     const accepted: DeltaResource[] = [];
     for (const res of r.resources) {
@@ -178,7 +174,7 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
         rejected.push({ name: res.name, error: `type ${JSON.stringify(any.type_url)}, expected ${this.opts.typeUrl}` });
         continue;
       }
-      accepted.push({ name: res.name, version: res.version, typeUrl: any.type_url, value: any.value });
+      accepted.push({ name: res.name, version: res.version ?? '', typeUrl: this.opts.typeUrl, value: any.value ?? new Uint8Array() });
     }
     const update: DeltaUpdate = { nonce: r.nonce, systemVersion: r.system_version_info, resources: accepted, removed: r.removed_resources };
     let handlerRejected: Rejection[];
@@ -211,14 +207,15 @@ export class DeltaClient extends EventEmitter<DeltaClientEvents> {
   private ended(s: { code: number; details: string }, responses: number): void {
     if (this.stopped) return;
     const failure = responses === 0;
-    if (failure) this.failures++;
     // After responses: the server closed a working stream; come back at once (jittered).
-    const retryInMs = failure ? backoffDelay(this.backoff, this.failures) : Math.round(this.backoff.initialMs * Math.random() / 2);
+    const retryInMs = failure ? this.retry.failed() : Math.round(this.backoff.initialMs * Math.random() / 2);
     const end: StreamEnd = { code: s.code, details: s.details, responses, failure, retryInMs };
+    this.emit('end', end);
+    // A listener may stop the client on what ended the stream (xds-dump does): no retry then, and no line saying so.
+    if (this.stopped) return;
     const line = { target: this.opts.target, code: grpc.status[s.code] ?? s.code, details: s.details, responses, retryInMs };
     if (failure) this.opts.log.warn(line, 'xDS stream failed; retrying with backoff');
     else this.opts.log.info(line, 'xDS stream closed by the server after responses; reconnecting');
-    this.emit('end', end);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.open(), retryInMs);
   }

@@ -1,83 +1,41 @@
-// The xDS and workload API messages (proto/, loaded once with protobufjs) and
-// the ADS service definition grpc-js uses on both ends. Decoders throw on
-// malformed bytes; callers turn that into a NACK or a stream error.
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import protobuf from 'protobufjs';
+// The xDS and workload API messages, as code and types that scripts/build.sh
+// generates from proto/ with protobufjs' own CLI (pbjs: a static module, pbts:
+// its declarations) into ./gen, and the ADS method grpc-js uses on both ends.
+// Decoders throw on malformed bytes; callers turn that into a NACK or a stream
+// error. A decoded message reads unset fields as their proto3 defaults.
 import type * as grpc from '@grpc/grpc-js';
+import { envoy, google, istio } from './gen/protos.js';
 
-/** proto/ of this installation (dist/src/xds -> repository or image root). */
-export const PROTO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../proto');
+export { envoy, google, istio };
 
 export const ADS_SERVICE_NAME = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
 export const DELTA_METHOD = `/${ADS_SERVICE_NAME}/DeltaAggregatedResources`;
 
-let root: protobuf.Root | undefined;
+const v3 = envoy.service.discovery.v3;
 
-/** The message types, loaded on first use. */
-export function protoRoot(): protobuf.Root {
-  if (root) return root;
-  const r = new protobuf.Root();
-  // Imports resolve under proto/; google/protobuf/* are protobufjs' bundled copies.
-  r.resolvePath = (_origin, target) => path.join(PROTO_DIR, target);
-  r.loadSync(['envoy/service/discovery/v3/ads.proto', 'istio/workload/workload.proto'], { keepCase: true });
-  r.resolveAll();
-  root = r;
-  return r;
-}
+/** What a client sends; the server receives it as DeltaRequestMessage. */
+export type DeltaRequest = envoy.service.discovery.v3.IDeltaDiscoveryRequest;
+export type DeltaRequestMessage = envoy.service.discovery.v3.DeltaDiscoveryRequest;
+/** What a server sends; the client receives it as DeltaResponseMessage. */
+export type DeltaResponse = envoy.service.discovery.v3.IDeltaDiscoveryResponse;
+export type DeltaResponseMessage = envoy.service.discovery.v3.DeltaDiscoveryResponse;
+export type Node = envoy.config.core.v3.INode;
 
-export function messageType(name: string): protobuf.Type {
-  return protoRoot().lookupType(name);
-}
+/** A generated message type's encoder and decoder as Buffers, for grpc-js. */
+export interface Codec<Sent, Received> { encode(m: Sent): Buffer; decode(b: Uint8Array): Received }
 
-// Plain shapes of the messages (keepCase: proto field names).
-export interface Any { type_url: string; value: Uint8Array }
-export interface Status { code: number; message: string }
-export interface Node {
-  id: string;
-  cluster?: string;
-  metadata?: { fields: Record<string, { stringValue?: string }> };
-  user_agent_name?: string;
-  user_agent_version?: string;
-}
-export interface DeltaDiscoveryRequest {
-  node?: Node;
-  type_url: string;
-  resource_names_subscribe?: string[];
-  resource_names_unsubscribe?: string[];
-  initial_resource_versions?: Record<string, string>;
-  response_nonce?: string;
-  error_detail?: Status;
-}
-export interface Resource { name: string; version: string; resource?: Any; aliases?: string[] }
-export interface DeltaDiscoveryResponse {
-  system_version_info: string;
-  resources: Resource[];
-  type_url: string;
-  nonce: string;
-  removed_resources: string[];
-}
-
-const DECODE_OPTIONS: protobuf.IConversionOptions = { defaults: true, arrays: true, objects: true, longs: String, enums: String };
-
-function codec<T extends object>(typeName: string): { encode(m: T): Buffer; decode(b: Uint8Array): T } {
+function codec<Sent, Received>(t: { encode(m: Sent): { finish(): Uint8Array }; decode(b: Uint8Array): Received }): Codec<Sent, Received> {
   return {
-    encode(m: T): Buffer {
-      const t = messageType(typeName);
-      return Buffer.from(t.encode(t.fromObject(m as Record<string, unknown>)).finish());
-    },
-    decode(b: Uint8Array): T {
-      const t = messageType(typeName);
-      return t.toObject(t.decode(b), DECODE_OPTIONS) as T;
-    },
+    encode: (m) => Buffer.from(t.encode(m).finish()),
+    decode: (b) => t.decode(b),
   };
 }
 
-export const deltaRequestCodec = codec<DeltaDiscoveryRequest>('envoy.service.discovery.v3.DeltaDiscoveryRequest');
-export const deltaResponseCodec = codec<DeltaDiscoveryResponse>('envoy.service.discovery.v3.DeltaDiscoveryResponse');
+export const deltaRequestCodec: Codec<DeltaRequest, DeltaRequestMessage> = codec(v3.DeltaDiscoveryRequest);
+export const deltaResponseCodec: Codec<DeltaResponse, DeltaResponseMessage> = codec(v3.DeltaDiscoveryResponse);
 
 /** google.protobuf.Struct of string values, as Istio's node metadata. */
-export function stringStruct(values: Record<string, string>): Node['metadata'] {
+export function stringStruct(values: Record<string, string>): google.protobuf.IStruct {
   return { fields: Object.fromEntries(Object.entries(values).map(([k, v]) => [k, { stringValue: v }])) };
 }
 
@@ -91,9 +49,9 @@ export function adsServiceDefinition(): grpc.ServiceDefinition {
       path: DELTA_METHOD,
       requestStream: true,
       responseStream: true,
-      requestSerialize: (m: DeltaDiscoveryRequest) => deltaRequestCodec.encode(m),
+      requestSerialize: (m: DeltaRequest) => deltaRequestCodec.encode(m),
       requestDeserialize: (b: Buffer) => deltaRequestCodec.decode(b),
-      responseSerialize: (m: DeltaDiscoveryResponse) => deltaResponseCodec.encode(m),
+      responseSerialize: (m: DeltaResponse) => deltaResponseCodec.encode(m),
       responseDeserialize: (b: Buffer) => deltaResponseCodec.decode(b),
       originalName: 'deltaAggregatedResources',
     },

@@ -1,7 +1,7 @@
 // Istio's workload API (`istio.workload.Address`): decode and validate one
 // resource into what the agent uses. Anything malformed is an XdsResourceError,
 // which the client NACKs while it keeps the resource's last good version.
-import { messageType } from './protos.js';
+import { istio } from './protos.js';
 import type { DeltaResource, Rejection } from './delta-client.js';
 
 export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address';
@@ -29,13 +29,6 @@ export type AddressResource =
   | { kind: 'workload'; workload: MeshWorkload }
   | { kind: 'service'; namespace: string; hostname: string };
 
-interface RawWorkload {
-  uid: string; name: string; namespace: string; node: string; tunnel_protocol: string | number; canonical_name: string;
-  canonical_revision: string; service_account: string; trust_domain: string; cluster_id: string; network: string;
-  addresses: Uint8Array[];
-}
-interface RawAddress { workload?: RawWorkload; service?: { namespace: string; hostname: string }; type?: string }
-
 function ipText(b: Uint8Array): string {
   if (b.length === 4) return Array.from(b).join('.');
   if (b.length === 16) {
@@ -52,28 +45,29 @@ export function podWorkloadUid(clusterId: string, namespace: string, name: strin
 
 /** Decodes and validates the body of the resource `name`. Throws XdsResourceError. */
 export function decodeAddress(name: string, value: Uint8Array): AddressResource {
-  const t = messageType('istio.workload.Address');
-  let raw: RawAddress;
+  let a: istio.workload.Address;
   try {
-    raw = t.toObject(t.decode(value), { defaults: true, arrays: true, enums: String, oneofs: true }) as RawAddress;
+    a = istio.workload.Address.decode(value);
   } catch (e) {
     throw new XdsResourceError(`not an istio.workload.Address: ${(e as Error).message}`);
   }
-  if (raw.type === 'service' && raw.service) {
-    if (!raw.service.hostname) throw new XdsResourceError('service without a hostname');
-    return { kind: 'service', namespace: raw.service.namespace, hostname: raw.service.hostname };
+  if (a.type === 'service' && a.service) {
+    if (!a.service.hostname) throw new XdsResourceError('service without a hostname');
+    return { kind: 'service', namespace: a.service.namespace ?? '', hostname: a.service.hostname };
   }
-  const w = raw.workload;
-  if (raw.type !== 'workload' || !w) throw new XdsResourceError('Address with neither a workload nor a service');
+  const w = a.workload;
+  if (a.type !== 'workload' || !w) throw new XdsResourceError('Address with neither a workload nor a service');
   if (!w.uid) throw new XdsResourceError('workload without a uid');
   // Delta xDS names a workload by its uid; removal by name depends on it.
   if (w.uid !== name) throw new XdsResourceError(`resource name is not the workload uid ${JSON.stringify(w.uid)}`);
+  const tunnel = w.tunnel_protocol ?? istio.workload.TunnelProtocol.NONE;
   return {
     kind: 'workload',
     workload: {
-      uid: w.uid, name: w.name, namespace: w.namespace, node: w.node, tunnel: String(w.tunnel_protocol),
-      canonicalName: w.canonical_name, canonicalRevision: w.canonical_revision, serviceAccount: w.service_account,
-      trustDomain: w.trust_domain, clusterId: w.cluster_id, network: w.network, addresses: w.addresses.map(ipText),
+      // A value this build does not know shows as its number.
+      uid: w.uid, name: w.name ?? '', namespace: w.namespace ?? '', node: w.node ?? '', tunnel: istio.workload.TunnelProtocol[tunnel] ?? String(tunnel),
+      canonicalName: w.canonical_name ?? '', canonicalRevision: w.canonical_revision ?? '', serviceAccount: w.service_account ?? '',
+      trustDomain: w.trust_domain ?? '', clusterId: w.cluster_id ?? '', network: w.network ?? '', addresses: (w.addresses ?? []).map(ipText),
     },
   };
 }

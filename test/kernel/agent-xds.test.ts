@@ -96,7 +96,7 @@ describe('agent with the xds source', { skip: kernelSkip, timeout: Number(proces
     const { port, agent } = await startAgent('agent1', `127.0.0.1:${xds.port}`, 60);
     const s: FakeStream = await streamReady;
     const first = await s.request(0);
-    assert.equal(first.node?.metadata?.fields.NODE_NAME?.stringValue, 'node-1');
+    assert.equal(first.node?.metadata?.fields?.NODE_NAME?.stringValue, 'node-1');
     // Before istiod answers nothing is known to be a mesh workload: no cross-pod.
     await agent.waitForLine((l) => l.includes('"workload":"shop/app-a"') && l.includes('"state":"enabled"'), 'app-a enabled');
     assert.ok((await workloads(port)).every((w) => !w.crossPod), 'no cross-pod pairing before istiod answers');

@@ -1,11 +1,11 @@
 // Start-up checks that read the machine, fed with made-up machines.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NEEDS_ROOT, runAsNobody } from './nobody.js';
 import { checkCapabilities, checkKernel, effectiveCaps, StartupError } from '../../src/agent/checks.js';
 
 test('kernels older than 5.15 are refused by name', () => {
@@ -22,12 +22,12 @@ test('missing capabilities are listed with the reason each is needed', () => {
   assert.equal(effectiveCaps('Name:\tx\nCapEff:\t000001ffffffffff\n'), 0x1ffffffffffn);
 });
 
-test('the agent run as an unprivileged user refuses with one line', { skip: process.getuid?.() === 0 ? false : 'needs root to switch to an unprivileged user' }, () => {
+test('the agent run as an unprivileged user refuses with one line', { skip: NEEDS_ROOT }, () => {
   const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
   const cfg = path.join(os.tmpdir(), `sa-checks-${process.pid}.yaml`);
   fs.writeFileSync(cfg, 'api: {listen: 127.0.0.1:15999}\n', { mode: 0o644 });
   try {
-    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, cli, 'agent', '--config', cfg], { encoding: 'utf8' });
+    const r = runAsNobody(process.execPath, [cli, 'agent', '--config', cfg]);
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /^sidecar-accel: missing capabilities: CAP_BPF/);
     assert.equal(r.stderr.trim().split('\n').length, 1);

@@ -3,19 +3,19 @@
 // raw bytes or a closing status, one step at a time.
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { adsServiceDefinition, deltaResponseCodec, messageType, type DeltaDiscoveryRequest, type DeltaDiscoveryResponse } from '../../src/xds/protos.js';
+import { adsServiceDefinition, deltaResponseCodec, istio, type DeltaRequestMessage, type DeltaResponse } from '../../src/xds/protos.js';
 import { ADDRESS_TYPE_URL } from '../../src/xds/workload-api.js';
 
-type Call = grpc.ServerDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse | Buffer>;
+type Call = grpc.ServerDuplexStream<DeltaRequestMessage, DeltaResponse | Buffer>;
 
 export class FakeStream {
-  readonly requests: DeltaDiscoveryRequest[] = [];
-  private waiters: ((r: DeltaDiscoveryRequest) => void)[] = [];
+  readonly requests: DeltaRequestMessage[] = [];
+  private waiters: ((r: DeltaRequestMessage) => void)[] = [];
   private nonce = 0;
   ended = false;
 
   constructor(readonly id: number, readonly call: Call) {
-    call.on('data', (r: DeltaDiscoveryRequest) => {
+    call.on('data', (r: DeltaRequestMessage) => {
       this.requests.push(r);
       this.waiters.shift()?.(r);
     });
@@ -24,7 +24,7 @@ export class FakeStream {
   }
 
   /** The n-th request of this stream (0: the first), as soon as it arrives. */
-  request(n: number, ms = 10_000): Promise<DeltaDiscoveryRequest> {
+  request(n: number, ms = 10_000): Promise<DeltaRequestMessage> {
     if (this.requests[n]) return Promise.resolve(this.requests[n]!);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`stream ${this.id}: no request #${n} within ${ms} ms`)), ms);
@@ -37,7 +37,7 @@ export class FakeStream {
   }
 
   /** Sends a response with a fresh nonce; returns the nonce. */
-  send(r: Partial<DeltaDiscoveryResponse>): string {
+  send(r: DeltaResponse): string {
     const nonce = `n${this.id}-${++this.nonce}`;
     this.call.write({ system_version_info: '', type_url: ADDRESS_TYPE_URL, resources: [], removed_resources: [], nonce, ...r });
     return nonce;
@@ -67,7 +67,7 @@ export class FakeXdsServer extends EventEmitter<{ stream: [FakeStream] }> {
       const def = adsServiceDefinition();
       const m = def.DeltaAggregatedResources!;
       // Raw Buffers go out as they are: the tests send malformed envelopes too.
-      const svc = { DeltaAggregatedResources: { ...m, responseSerialize: (x: DeltaDiscoveryResponse | Buffer) => (Buffer.isBuffer(x) ? x : deltaResponseCodec.encode(x)) } };
+      const svc = { DeltaAggregatedResources: { ...m, responseSerialize: (x: DeltaResponse | Buffer) => (Buffer.isBuffer(x) ? x : deltaResponseCodec.encode(x)) } };
       this.server.addService(svc, {
         DeltaAggregatedResources: (call: Call) => {
           const s = new FakeStream(this.streams.length + 1, call);
@@ -111,7 +111,7 @@ export interface WorkloadFields {
 
 /** An Address resource as istiod sends it. */
 export function workloadResource(w: WorkloadFields, version = '1', name = w.uid) {
-  const t = messageType('istio.workload.Address');
+  const t = istio.workload.Address;
   const value = Buffer.from(t.encode(t.fromObject({ workload: w })).finish());
   return { name, version, resource: { type_url: ADDRESS_TYPE_URL, value }, aliases: [] };
 }

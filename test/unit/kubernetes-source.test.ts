@@ -61,7 +61,7 @@ describe('kubernetes workload source', () => {
     changes = [];
     source = new KubernetesSource({
       kubeConfig: kc, nodeName: 'node-1', log: pino({ level: 'silent' }),
-      onChange: () => { for (const c of [...changes]) c(); }, backoffMinMs: 50, backoffMaxMs: 400,
+      onChange: () => { for (const c of [...changes]) c(); }, backoff: { initialMs: 50, maxMs: 400 },
     });
     source.start();
     await until(() => source.health().synced, 'initial sync');

@@ -17,7 +17,8 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { FakeXdsServer, workloadResource, type FakeStream } from './fake-xds.js';
 import { XdsSource, type XdsConnection } from '../../src/workloads/xds.js';
-import { backoffDelay, type StreamEnd } from '../../src/xds/delta-client.js';
+import type { StreamEnd } from '../../src/xds/delta-client.js';
+import { backoffDelay } from '../../src/util/backoff.js';
 import { ADDRESS_TYPE_URL, podWorkloadUid } from '../../src/xds/workload-api.js';
 import type { Workload } from '../../src/workloads/workload.js';
 
@@ -126,7 +127,7 @@ describe('xds source', () => {
     // Thousands of bad resources: the NACK names them within a bounded message.
     s.send({ resources: Array.from({ length: 2000 }, (_, i) => ({ name: uid(`bad-${'x'.repeat(40)}-${i}`), version: '1', resource: { type_url: 'wrong', value: Buffer.alloc(0) }, aliases: [] })) });
     const big = await s.request(3);
-    assert.ok((big.error_detail?.message.length ?? 0) <= 4096 + 40, `NACK message of ${big.error_detail?.message.length} chars`);
+    assert.ok((big.error_detail?.message?.length ?? 0) <= 4096 + 40, `NACK message of ${big.error_detail?.message?.length} chars`);
     assert.match(big.error_detail?.message ?? '', /\(2000 resources rejected\)$/);
   });
 
@@ -156,7 +157,7 @@ describe('xds source', () => {
     const s2 = await server.stream(2);
     const first = await s2.request(0);
     assert.deepEqual(first.initial_resource_versions, { [uid('a')]: '5', [uid('b')]: '9' });
-    assert.equal(first.node?.id.startsWith('ztunnel~'), true, 'every stream starts with the node');
+    assert.equal(first.node?.id?.startsWith('ztunnel~'), true, 'every stream starts with the node');
     assert.deepEqual(source.workloadsOnNode().map((w) => w.uid).sort(), [uid('a'), uid('b')], 'held while reconnecting');
     assert.equal(lines.filter((l) => /stream failed/.test(l.msg)).length, 0, 'not logged as a failure');
   });
@@ -320,7 +321,7 @@ describe('xds source', () => {
     const bad = s.send({ resources: [{ name: uid('junk'), version: '3', resource: { type_url: ADDRESS_TYPE_URL, value: Buffer.from([0x0a, 0x05, 0x01]) }, aliases: [] }], removed_resources: [uid('a')] });
     const nack = await s.request(2);
     assert.equal(nack.response_nonce, bad);
-    assert.ok(nack.error_detail?.message.includes(uid('junk')));
+    assert.ok(nack.error_detail?.message?.includes(uid('junk')));
     assert.equal(await exited, 0, 'exits after --count responses');
     const lines = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(lines.map((l) => l.event), ['stream', 'response', 'resource', 'ack', 'response', 'invalid', 'removed', 'nack']);
@@ -328,6 +329,24 @@ describe('xds source', () => {
     assert.equal(res.address.workload.tunnel, 'HBONE');
     assert.equal(res.address.workload.canonicalName, 'ratings');
     assert.equal(lines[6]!.name, uid('a'));
+  });
+
+  test('xds-dump against a server without the workload API (UNIMPLEMENTED): says so in the agent\'s words, exits 1', async () => {
+    const server = new FakeXdsServer({ withAds: false });
+    const address = await server.start();
+    cleanups.push(() => server.stop());
+    const child = spawn(process.execPath, [cli, 'xds-dump', '--server', address, '--plaintext', '--node', NODE], { stdio: ['ignore', 'pipe', 'pipe'] });
+    cleanups.push(() => child.kill('SIGKILL'));
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+    const code = await new Promise<number | null>((resolve, reject) => {
+      // Without the answer it would retry for ever: a bound, not a synchronisation.
+      const timer = setTimeout(() => reject(new Error(`xds-dump still running after 10 s; stderr: ${err}`)), 10_000);
+      child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
+    });
+    assert.equal(code, 1, err);
+    assert.match(err, new RegExp(`^sidecar-accel: istiod serves no workload API at ${address} \\(gRPC UNIMPLEMENTED`));
+    assert.equal(err.trim().split('\n').length, 1, err);
   });
 
   test('xds-dump: bad arguments are usage errors, exit 2', () => {
