@@ -18,17 +18,16 @@ ARG NODE_EXTRA_CA_CERTS
 ARG npm_config_cafile
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.product.json ./
 COPY bpf ./bpf
 COPY native ./native
 COPY src ./src
 COPY proto ./proto
-COPY test ./test
-COPY bench ./bench
 COPY scripts ./scripts
-# vmlinux.h comes from the build host's BTF; the object is CO-RE, so it loads
-# on kernels whose BTF has the fields it reads.
-RUN bash scripts/build.sh && npm prune --omit=dev --no-audit --no-fund
+# The product alone: the lab (lab/, bench/) and the tests never enter the
+# image, and src/ builds without them. vmlinux.h comes from the build host's
+# BTF; the object is CO-RE, so it loads on kernels whose BTF has the fields it reads.
+RUN bash scripts/build.sh --product && npm prune --omit=dev --no-audit --no-fund
 
 FROM ${NODE_IMAGE}
 # libbpf1: the addon's shared library; iproute2 + util-linux (nsenter): the

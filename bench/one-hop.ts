@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Datapath } from '../src/datapath/datapath.js';
 import { netnsCookieOfPath } from '../src/datapath/netns.js';
-import { Topology } from '../src/topology/topology.js';
-import { startIperfServer, iperfStream, rrClient, startRrServer, withServer, type RrAddress } from '../src/measure/tools.js';
+import { Topology } from '../lab/topology/topology.js';
+import { startIperfServer, iperfStream, rrClient, startRrServer, withServer, type RrAddress } from '../lab/measure/tools.js';
 import { median } from './suite/report.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, seconds: { type: 'string', default: '3' } } });

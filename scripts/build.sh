@@ -1,33 +1,44 @@
 #!/usr/bin/env bash
 # Builds the BPF object, the native addon and the TypeScript; each step is
 # incremental, so a second run with nothing changed does next to nothing.
+#   bash scripts/build.sh             everything: the product (src/), the lab, bench and tests
+#   bash scripts/build.sh --product   the product alone (the image's build): src/ must build
+#                                     without lab/, bench/ or test/ present
 set -euo pipefail
 cd "$(dirname "$0")/.."
+product=false
+case "${1:-}" in
+  --product) product=true ;;
+  "") ;;
+  *) echo "usage: bash scripts/build.sh [--product]" >&2; exit 2 ;;
+esac
 
 make -s -C bpf
 # What TypeScript shares with the object (enums, struct layouts), from its BTF.
 node scripts/gen-btf.mjs gen
 
-# The bench's timed request/response client and echo server.
-mkdir -p build/bench
-if [[ ! -x build/bench/rr || bench/native/rr.c -nt build/bench/rr ]]; then
-  cc -O2 -Wall -Wextra -Werror -o build/bench/rr bench/native/rr.c
-fi
-
-# The semantics matrix's C peer (test/kernel/matrix.test.ts).
-mkdir -p build/test
-if [[ ! -x build/test/semantics || test/peers/semantics.c -nt build/test/semantics ]]; then
-  cc -O2 -Wall -Wextra -Werror -o build/test/semantics test/peers/semantics.c
-fi
-
-# Generations as older builds left them (test/kernel/generations.test.ts).
-arch=$(uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-for v in old-layout:"" old-layout-named:-DOLD_NAMED_LAYOUT; do
-  out=build/test/${v%%:*}.bpf.o
-  if [[ ! -f $out || test/bpf/old-layout.bpf.c -nt $out ]]; then
-    clang -g -O2 -mcpu=v3 -target bpf -D__TARGET_ARCH_$arch ${v#*:} -Wall -Werror -Ibuild/bpf -c test/bpf/old-layout.bpf.c -o "$out"
+if ! $product; then
+  # The bench's timed request/response client and echo server.
+  mkdir -p build/bench
+  if [[ ! -x build/bench/rr || bench/native/rr.c -nt build/bench/rr ]]; then
+    cc -O2 -Wall -Wextra -Werror -o build/bench/rr bench/native/rr.c
   fi
-done
+
+  # The semantics matrix's C peer (test/kernel/matrix.test.ts).
+  mkdir -p build/test
+  if [[ ! -x build/test/semantics || test/peers/semantics.c -nt build/test/semantics ]]; then
+    cc -O2 -Wall -Wextra -Werror -o build/test/semantics test/peers/semantics.c
+  fi
+
+  # Generations as older builds left them (test/kernel/generations.test.ts).
+  arch=$(uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+  for v in old-layout:"" old-layout-named:-DOLD_NAMED_LAYOUT; do
+    out=build/test/${v%%:*}.bpf.o
+    if [[ ! -f $out || test/bpf/old-layout.bpf.c -nt $out ]]; then
+      clang -g -O2 -mcpu=v3 -target bpf -D__TARGET_ARCH_$arch ${v#*:} -Wall -Werror -Ibuild/bpf -c test/bpf/old-layout.bpf.c -o "$out"
+    fi
+  done
+fi
 
 # node-gyp would download Node's headers; build against the local ones.
 nodedir=${npm_config_nodedir:-$(node -p "require('path').resolve(process.execPath, '../..')")}
@@ -60,7 +71,7 @@ if [[ ! -f $protos_js || ! -f $protos_dts || -n $(find proto scripts/pbjs-esm-wr
   mv "$gen/protos.js" "$protos_js"
 fi
 
-node_modules/.bin/tsc -p tsconfig.json
+if $product; then node_modules/.bin/tsc -p tsconfig.product.json; else node_modules/.bin/tsc -p tsconfig.json; fi
 node scripts/gen-btf.mjs check
 # package.json's bin: `npm link` links it onto PATH; tsc writes it without the execute bit.
 chmod +x dist/src/cli/main.js

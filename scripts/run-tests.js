@@ -23,7 +23,7 @@ if (files.length === 0) {
 }
 // A run killed before its finally (SIGKILL, a timeout) leaves pods behind.
 if (process.getuid?.() === 0) {
-  const { sweepStaleTopologies } = await import('../dist/src/topology/sweep.js');
+  const { sweepStaleTopologies } = await import('../dist/lab/topology/sweep.js');
   const swept = await sweepStaleTopologies();
   if (swept.length) console.log(`run-tests: removed leftovers of killed runs: ${swept.join(', ')}`);
 }

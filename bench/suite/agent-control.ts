@@ -4,9 +4,9 @@
 import fs from 'node:fs';
 import pino from 'pino';
 import { Agent } from '../../src/agent/agent.js';
-import { applyAgentConfig } from '../../src/agent/apply-config.js';
+import { applyAgentConfig } from '../../lab/harness/apply-config.js';
 import { uninstallAll } from '../../src/cli/status.js';
-import type { Pod } from '../../src/topology/topology.js';
+import type { Pod } from '../../lab/topology/topology.js';
 import type { BenchPods } from './pods.js';
 import { attachedPrograms } from './verify.js';
 

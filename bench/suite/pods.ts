@@ -6,7 +6,7 @@
 //   plain: two pods without capture or sidecar (nomesh, accel-unpaired).
 // Apps are not the proxy: they run as nobody (65534).
 import fs from 'node:fs';
-import { Topology, PROXY_UID, type Pod } from '../../src/topology/topology.js';
+import { Topology, PROXY_UID, type Pod } from '../../lab/topology/topology.js';
 import { run } from '../../src/util/exec.js';
 
 export const APP_PORT = 8080;

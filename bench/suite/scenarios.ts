@@ -1,9 +1,9 @@
 // The bench's scenarios and workloads (DESIGN.md 7), and how each exchange
 // runs: which pods, which address, which native client.
-import type { Pod } from '../../src/topology/topology.js';
-import { SERVICE_VIP4 } from '../../src/topology/topology.js';
-import { SERVICE_PORT } from '../../src/topology/pair.js';
-import { httpGet, iperfStream, rrClient, startAnsweredRr, startIperfServer, withServer, wrkHttp, type RrAddress } from '../../src/measure/tools.js';
+import type { Pod } from '../../lab/topology/topology.js';
+import { SERVICE_VIP4 } from '../../lab/topology/topology.js';
+import { SERVICE_PORT } from '../../lab/topology/pair.js';
+import { httpGet, iperfStream, rrClient, startAnsweredRr, startIperfServer, withServer, wrkHttp, type RrAddress } from '../../lab/measure/tools.js';
 import type { LineProcess } from '../../src/util/lines.js';
 import { APP_PORT, PLAIN_HTTP_PORT, type BenchPods, type PodPair } from './pods.js';
 

@@ -3,8 +3,8 @@
 // expected hops bypassed TCP (ss: a paired socket sends no data segment).
 import { native } from '../../src/datapath/native.js';
 import { generationDirs } from '../../src/datapath/datapath.js';
-import { SERVICE_VIP4, SERVICE_VIP6, type Pod } from '../../src/topology/topology.js';
-import { addr, ssSockets, type SsSocket } from '../../src/measure/kernel.js';
+import { SERVICE_VIP4, SERVICE_VIP6, type Pod } from '../../lab/topology/topology.js';
+import { addr, ssSockets, type SsSocket } from '../../lab/measure/kernel.js';
 import type { Counters } from '../../src/datapath/layout.js';
 import type { Expectation } from './scenarios.js';
 

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { Datapath } from '../datapath/datapath.js';
 import { netnsCookieOfPath } from '../datapath/netns.js';
 import { cgroupDirOf, cgroupWithin } from '../datapath/mounts.js';
-import { destroyCgroup } from '../topology/cgroup.js';
+import { destroyCgroup } from '../datapath/cgroup.js';
 import { run } from '../util/exec.js';
 import { LineProcess } from '../util/lines.js';
 import type { Check } from './selftest-peer.js';

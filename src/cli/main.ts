@@ -5,8 +5,9 @@
 // most of a second to import.
 import fs from 'node:fs';
 import os from 'node:os';
-import { parseArgs } from 'node:util';
 import { InputError, UsageError } from './errors.js';
+import { parseOptions } from './options.js';
+import { loadLab } from './lab.js';
 import { StartupError, resolveCgroup } from '../agent/checks.js';
 
 const USAGE = `usage: sidecar-accel <command> [options]
@@ -17,25 +18,19 @@ commands:
   uninstall [--config FILE]         detach and unpin every generation; live connections keep working
   explain --pod FILE [--namespace FILE] [--mesh FILE] [--json]
                                     would this pod be accelerated, and which rule decided
-  demo [--rounds N] [--seconds S]   two Istio-style pods on this machine, acceleration off vs on, live numbers
-  bench [--quick] [--json FILE] [--md FILE] [--chart FILE] [--cpus LIST] [--rounds N] [--seconds S]
-                                    the benchmark suite: every scenario and workload, interleaved, kernel-verified
   xds-dump --server ADDR [--plaintext] [--json] [--ca FILE] [--token FILE] [--server-name NAME]
            [--node NAME] [--cluster-id ID] [--count N]
                                     subscribe to istiod's workload API like the agent; print what arrives
   help                              this text
+
+lab commands (a source checkout only, as root; not in the agent image):
+  demo [--rounds N] [--seconds S]   two Istio-style pods on this machine, acceleration off vs on, live numbers
+  bench [--quick] [--json FILE] [--md FILE] [--chart FILE] [--cpus LIST] [--rounds N] [--seconds S]
+                                    the benchmark suite: every scenario and workload, interleaved, kernel-verified
 `;
 
 /** Set by the commands that clean up on Ctrl-C (demo, bench): what fails after it is the cleanup's echo. */
 let interrupted: () => boolean = () => false;
-
-function args<T extends Record<string, { type: 'string' | 'boolean'; default?: string | boolean }>>(rest: string[], options: T) {
-  try {
-    return parseArgs({ args: rest, options, strict: true, allowPositionals: false }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-}
 
 /** Pin root and cgroup from a config file, or the defaults. */
 async function datapathLocation(configFile: string | undefined): Promise<{ pinRoot: string; cgroup: string }> {
@@ -53,7 +48,7 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'agent': {
-      const v = args(rest, { config: { type: 'string' }, 'skip-self-test': { type: 'boolean', default: false } });
+      const v = parseOptions(rest, { config: { type: 'string' }, 'skip-self-test': { type: 'boolean', default: false } });
       if (!v.config) throw new UsageError('agent needs --config FILE');
       const { Agent } = await import('../agent/agent.js');
       const agent = await Agent.start(v.config, { skipSelfTest: v['skip-self-test'] === true });
@@ -67,7 +62,7 @@ async function main(argv: string[]): Promise<number> {
       process.exit(0);
     }
     case 'status': {
-      const v = args(rest, { config: { type: 'string' }, json: { type: 'boolean', default: false } });
+      const v = parseOptions(rest, { config: { type: 'string' }, json: { type: 'boolean', default: false } });
       const { pinRoot, cgroup } = await datapathLocation(v.config);
       const { datapathStatus, statusText } = await import('./status.js');
       const gens = datapathStatus(pinRoot, cgroup);
@@ -75,7 +70,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'uninstall': {
-      const v = args(rest, { config: { type: 'string' } });
+      const v = parseOptions(rest, { config: { type: 'string' } });
       const { pinRoot, cgroup } = await datapathLocation(v.config);
       const { uninstallAll } = await import('./status.js');
       const removed = uninstallAll(pinRoot, cgroup);
@@ -83,55 +78,22 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'explain': {
-      const v = args(rest, { pod: { type: 'string' }, namespace: { type: 'string' }, mesh: { type: 'string' }, json: { type: 'boolean', default: false } });
+      const v = parseOptions(rest, { pod: { type: 'string' }, namespace: { type: 'string' }, mesh: { type: 'string' }, json: { type: 'boolean', default: false } });
       if (!v.pod) throw new UsageError('explain needs --pod FILE');
       const { explain, explainText } = await import('./explain.js');
       const r = explain({ pod: v.pod, ...(v.namespace ? { namespace: v.namespace } : {}), ...(v.mesh ? { mesh: v.mesh } : {}) });
       process.stdout.write(v.json ? JSON.stringify({ enabled: r.enabled, rule: r.rule, warnings: r.warnings, excludePorts: r.excludePorts, pod: r.pod }) + '\n' : explainText(r));
       return 0;
     }
-    case 'demo': {
-      const v = args(rest, { rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '2' } });
-      const rounds = Number(v.rounds);
-      const seconds = Number(v.seconds);
-      if (!Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(seconds) || seconds < 1) {
-        throw new UsageError('demo: --rounds and --seconds take whole numbers >= 1');
-      }
-      const [{ runDemo }, cleanly] = await Promise.all([import('./demo.js'), import('./interruptible.js')]);
-      interrupted = () => cleanly.interrupted;
-      await runDemo({ rounds, seconds, out: process.stdout });
-      return 0;
-    }
+    case 'demo':
     case 'bench': {
-      const v = args(rest, {
-        quick: { type: 'boolean', default: false }, json: { type: 'string' }, md: { type: 'string' }, chart: { type: 'string' },
-        cpus: { type: 'string' }, rounds: { type: 'string' }, seconds: { type: 'string' },
-      });
-      const whole = (x: string | undefined, name: string) => {
-        if (x === undefined) return undefined;
-        const n = Number(x);
-        if (!Number.isInteger(n) || n < 1) throw new UsageError(`bench: --${name} takes a whole number >= 1`);
-        return n;
-      };
-      if (v.cpus !== undefined && !/^\d+([-,]\d+)*$/.test(v.cpus)) throw new UsageError('bench: --cpus takes a CPU list such as 0 or 0-1 or 0,1');
-      // The bench ships with the source tree, not in the agent image.
-      const { runBench } = await import('../../bench/suite/run.js').catch((e: unknown) => {
-        throw new Error(`the bench is not part of this installation (run it from a source checkout): ${(e as Error).message}`);
-      });
-      const cleanly = await import('./interruptible.js');
-      interrupted = () => cleanly.interrupted;
-      await runBench({
-        quick: v.quick === true, out: process.stdout,
-        ...(v.json ? { json: v.json } : {}), ...(v.md ? { md: v.md } : {}), ...(v.chart ? { chart: v.chart } : {}),
-        ...(v.cpus ? { cpus: v.cpus } : {}),
-        ...(whole(v.rounds, 'rounds') ? { rounds: whole(v.rounds, 'rounds')! } : {}),
-        ...(whole(v.seconds, 'seconds') ? { seconds: whole(v.seconds, 'seconds')! } : {}),
-      });
-      return 0;
+      const lab = await loadLab(command);
+      interrupted = lab.interrupted;
+      return lab.runLabCommand(command, rest);
     }
     case 'xds-dump': {
       const { XDS_ADDRESS_PATTERN, XDS_DEFAULTS } = await import('../config/schema.js');
-      const v = args(rest, {
+      const v = parseOptions(rest, {
         server: { type: 'string' }, plaintext: { type: 'boolean', default: false }, json: { type: 'boolean', default: false },
         ca: { type: 'string', default: XDS_DEFAULTS.caFile }, token: { type: 'string' }, 'server-name': { type: 'string' },
         node: { type: 'string' }, 'cluster-id': { type: 'string', default: XDS_DEFAULTS.clusterId }, count: { type: 'string' },

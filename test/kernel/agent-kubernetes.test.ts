@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { Topology, type Pod } from '../../src/topology/topology.js';
+import { Topology, type Pod } from '../../lab/topology/topology.js';
 import { LineProcess } from '../../src/util/lines.js';
 import { FakeApiServer } from '../unit/fake-apiserver.js';
 import { kernelSkip, assertKernelAccess, scaled } from './gate.js';

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createSidecarPair, type SidecarPair } from '../../src/topology/pair.js';
+import { createSidecarPair, type SidecarPair } from '../../lab/topology/pair.js';
 import { LineProcess } from '../../src/util/lines.js';
 import { Datapath } from '../../src/datapath/datapath.js';
 import { netnsCookieOfPath } from '../../src/datapath/netns.js';

@@ -13,8 +13,8 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { useMesh, APP_PORT, type Mesh } from './mesh.js';
 import { kernelSkip, requireKernel } from './gate.js';
-import { SERVICE_VIP4 } from '../../src/topology/topology.js';
-import { SERVICE_PORT } from '../../src/topology/pair.js';
+import { SERVICE_VIP4 } from '../../lab/topology/topology.js';
+import { SERVICE_PORT } from '../../lab/topology/pair.js';
 import {
   runIn, bashIn, ok, Server, sampleHops, onOff, assertAccelerated, assertAppLeftAlone, assertSame, sha256File, type RunContext, type Outcome,
 } from './apps/harness.js';

@@ -4,10 +4,10 @@
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { Mesh, APP_PORT } from './mesh.js';
-import { ssSockets, tcpOutSegs, addr, type SsSocket } from '../../src/measure/kernel.js';
+import { ssSockets, tcpOutSegs, addr, type SsSocket } from '../../lab/measure/kernel.js';
 import { kernelSkip, assertKernelAccess } from './gate.js';
 import { countersDelta, type Counters } from '../../src/datapath/layout.js';
-import { SERVICE_VIP4, SERVICE_VIP6 } from '../../src/topology/topology.js';
+import { SERVICE_VIP4, SERVICE_VIP6 } from '../../lab/topology/topology.js';
 
 const BYTES = 20_000_000;
 

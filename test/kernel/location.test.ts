@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { assertKernelAccess, kernelSkip } from './gate.js';
-import { createSidecarPair } from '../../src/topology/pair.js';
+import { createSidecarPair } from '../../lab/topology/pair.js';
 
 describe('tests from a root-only directory', { skip: kernelSkip }, () => {
   test('the sidecar pair starts with the working directory one the proxy uid cannot enter', async () => {

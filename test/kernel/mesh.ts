@@ -13,8 +13,8 @@ import { Datapath } from '../../src/datapath/datapath.js';
 import { netnsCookieOfPath } from '../../src/datapath/netns.js';
 import type { Counters } from '../../src/datapath/layout.js';
 import { LineProcess } from '../../src/util/lines.js';
-import type { Topology, Pod } from '../../src/topology/topology.js';
-import { createSidecarPair, serviceAddress, APP_PORT } from '../../src/topology/pair.js';
+import type { Topology, Pod } from '../../lab/topology/topology.js';
+import { createSidecarPair, serviceAddress, APP_PORT } from '../../lab/topology/pair.js';
 
 export { APP_PORT };
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cgroup2Root } from '../../src/datapath/mounts.js';
-import { destroyCgroup } from '../../src/topology/cgroup.js';
+import { destroyCgroup } from '../../src/datapath/cgroup.js';
 import {
   PodNetnsScan, PodNotRunningError, PodNetnsMismatchError, checkPodUid, podUidOfCgroup,
 } from '../../src/workloads/pod-netns.js';

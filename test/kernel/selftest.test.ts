@@ -13,7 +13,7 @@ import { cgroup2Root, cgroupPathOf } from '../../src/datapath/mounts.js';
 import { Datapath } from '../../src/datapath/datapath.js';
 import { runSelfTest } from '../../src/agent/selftest.js';
 import { uninstallAll } from '../../src/cli/status.js';
-import { destroyCgroup } from '../../src/topology/cgroup.js';
+import { destroyCgroup } from '../../src/datapath/cgroup.js';
 import { LineProcess } from '../../src/util/lines.js';
 import { kernelSkip, assertKernelAccess, scaled } from './gate.js';
 

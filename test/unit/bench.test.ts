@@ -7,7 +7,7 @@ import { SCENARIOS, SCENARIO_SPECS, notApplicable, workloadPoints } from '../../
 import { isInPodHop, judge, type SocketSample } from '../../bench/suite/verify.js';
 import { aggregate, headlines, markdown, type RawSample, type Report } from '../../bench/suite/report.js';
 import { COUNTER_NAMES, type Counters } from '../../src/datapath/layout.js';
-import { parseWrk } from '../../src/measure/tools.js';
+import { parseWrk } from '../../lab/measure/tools.js';
 
 test('every round runs every scenario once, baselines and accel as two groups whose order alternates', () => {
   for (let round = 1; round <= 6; round++) {

@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseMounts, cgroup2Root, bpffsContaining, MountError } from '../../src/datapath/mounts.js';
-import { istioCaptureRules } from '../../src/topology/istio-rules.js';
-import { sidecarMaxconn, haproxyConfig } from '../../src/topology/haproxy.js';
+import { istioCaptureRules } from '../../lab/topology/istio-rules.js';
+import { sidecarMaxconn, haproxyConfig } from '../../lab/topology/haproxy.js';
 
 const HYBRID = `tmpfs /sys/fs/cgroup tmpfs rw 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0

@@ -10,9 +10,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 import type { Mesh } from '../mesh.js';
 import { APP_PORT } from '../mesh.js';
-import type { Pod } from '../../../src/topology/topology.js';
-import { SERVICE_VIP4 } from '../../../src/topology/topology.js';
-import { ssSockets, addr, type SsSocket } from '../../../src/measure/kernel.js';
+import type { Pod } from '../../../lab/topology/topology.js';
+import { SERVICE_VIP4 } from '../../../lab/topology/topology.js';
+import { ssSockets, addr, type SsSocket } from '../../../lab/measure/kernel.js';
 import { countersDelta, COUNTER_NAMES, type CounterName, type Counters } from '../../../src/datapath/layout.js';
 
 /** What a command run to completion showed: a timeout is an outcome, not a throw. */

@@ -3,7 +3,7 @@
 // overhead would hide the gain.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LineProcess } from '../util/lines.js';
+import { LineProcess } from '../../src/util/lines.js';
 import type { Pod } from '../topology/topology.js';
 
 export interface Latency { p50: number; p90: number; p99: number; avg: number; messages: number }

@@ -3,8 +3,8 @@
 // and the bench switch scenarios this way and never sleep.
 import fs from 'node:fs';
 import { once } from 'node:events';
-import type { Agent } from './agent.js';
-import type { WorkloadStatus } from '../reconcile/reconciler.js';
+import type { Agent } from '../../src/agent/agent.js';
+import type { WorkloadStatus } from '../../src/reconcile/reconciler.js';
 
 /**
  * Writes `text` to `file` and resolves once a reconcile reports a state for

@@ -5,9 +5,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { run } from '../util/exec.js';
-import { cgroup2Root } from '../datapath/mounts.js';
-import { destroyCgroup } from './cgroup.js';
+import { run } from '../../src/util/exec.js';
+import { cgroup2Root } from '../../src/datapath/mounts.js';
+import { destroyCgroup } from '../../src/datapath/cgroup.js';
 
 export const PREFIX_PATTERN = /^(sa[a-z0-9]{0,8}[0-9a-f]{6})-[A-Za-z0-9]{6}$/;
 

@@ -5,14 +5,14 @@
 // printed as they come. Everything is removed at the end and on Ctrl-C.
 import fs from 'node:fs';
 import pino from 'pino';
-import { Agent } from '../agent/agent.js';
-import { uninstallAll } from './status.js';
-import { createSidecarPair, APP_PORT, SERVICE_PORT, type SidecarPair } from '../topology/pair.js';
-import { SERVICE_VIP4 } from '../topology/topology.js';
-import { runCleanly } from './interruptible.js';
-import { applyAgentConfig } from '../agent/apply-config.js';
-import { rrClient, rrStream, startAnsweredRr, withServer } from '../measure/tools.js';
-import { Progress } from './progress.js';
+import { Agent } from '../src/agent/agent.js';
+import { uninstallAll } from '../src/cli/status.js';
+import { createSidecarPair, APP_PORT, SERVICE_PORT, type SidecarPair } from './topology/pair.js';
+import { SERVICE_VIP4 } from './topology/topology.js';
+import { runCleanly } from './harness/interruptible.js';
+import { applyAgentConfig } from './harness/apply-config.js';
+import { rrClient, rrStream, startAnsweredRr, withServer } from './measure/tools.js';
+import { Progress } from './harness/progress.js';
 
 type Mode = 'iptables' | 'accel' | 'accel-crosspod';
 const MODES: Mode[] = ['iptables', 'accel', 'accel-crosspod'];
