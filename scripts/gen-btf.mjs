@@ -1,5 +1,5 @@
 // What the BPF object and the TypeScript share, taken from the object's BTF
-// at build time (DESIGN.md 4.9), so that nothing is copied by hand:
+// at build time (docs/design.md 5.9), so that nothing is copied by hand:
 //   gen   writes src/datapath/btf.generated.ts: every enum of bpf/accel_maps.h
 //         (counters, roles, flag bits) and the layout of every struct the
 //         codecs read. src/datapath/layout.ts builds on it, so a counter added,

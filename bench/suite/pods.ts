@@ -1,4 +1,4 @@
-// The bench's pods, all on one node bridge (DESIGN.md 6):
+// The bench's pods, all on one node bridge (docs/design.md 7):
 //   mesh:  client pod -> its sidecar -> server pod's sidecar -> app, TCP mode
 //          (rr, crr, stream), Istio's REDIRECT rules, HAProxy as uid 1337;
 //   http:  the same in HTTP mode with TLS between the sidecars (Istio's mTLS),

@@ -1,5 +1,5 @@
 // `sidecar-accel bench` / `npm run bench`: every scenario and workload of
-// DESIGN.md 7 in interleaved rounds, each accel round verified from the
+// docs/design.md 8 in interleaved rounds, each accel round verified from the
 // kernel, each baseline round proven free of our programs; raw JSON, a
 // Markdown table and an SVG chart. Everything it builds goes away at the end,
 // also on Ctrl-C.

@@ -1,4 +1,4 @@
-// The bench's scenarios and workloads (DESIGN.md 7), and how each exchange
+// The bench's scenarios and workloads (docs/design.md 8), and how each exchange
 // runs: which pods, which address, which native client.
 import type { Pod } from '../../lab/topology/topology.js';
 import { SERVICE_VIP4 } from '../../lab/topology/topology.js';

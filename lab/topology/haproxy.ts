@@ -1,6 +1,6 @@
 // HAProxy configuration of a sidecar: Envoy's two listeners in TCP mode.
 // Splicing stays off (nosplice): a receiver reading with splice() stalls on
-// redirected bytes (DESIGN.md 4, kernel facts).
+// redirected bytes (docs/design.md 5, kernel facts).
 import fs from 'node:fs';
 import path from 'node:path';
 

@@ -2,7 +2,7 @@
 /** The uid and gid Istio runs its proxy as; the capture rules exempt them. */
 export const PROXY_UID = 1337;
 
-// them, in iptables-restore form. DESIGN.md 6 lists them; nothing is changed.
+// them, in iptables-restore form. Nothing is changed (docs/design.md 7).
 export function istioCaptureRules(family: 4 | 6): string {
   const inboundSrc = family === 4 ? '127.0.0.6/32' : '::6/128';
   const localhost = family === 4 ? '127.0.0.1/32' : '::1/128';

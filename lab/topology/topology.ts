@@ -1,5 +1,5 @@
 // Istio-style pods on one machine, for real-kernel tests, the demo and the
-// bench (DESIGN.md 6): a pod is a network namespace with lo, a veth to a node
+// bench (docs/design.md 7): a pod is a network namespace with lo, a veth to a node
 // bridge (itself in a "node" netns, so the host's network is never touched),
 // IPv4 and IPv6 addresses and a cgroup v2 child; the sidecar is HAProxy run
 // as uid/gid 1337 behind Istio's own REDIRECT rules.

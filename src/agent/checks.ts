@@ -1,5 +1,5 @@
 // Startup checks: each failure is one clear line and the agent refuses to
-// start (DESIGN.md 3, issue "agent service"). Pure readers of the machine.
+// start (docs/design.md 4, issue "agent service"). Pure readers of the machine.
 import fs from 'node:fs';
 import path from 'node:path';
 import { cgroup2Root, cgroupId, MountError } from '../datapath/mounts.js';

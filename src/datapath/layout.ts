@@ -1,6 +1,6 @@
 // Codecs for the map keys and values of bpf/accel_maps.h. The offsets here
 // are checked against the BTF of the object at open (checkLayouts), so the
-// two languages cannot drift apart silently (DESIGN.md 4.9).
+// two languages cannot drift apart silently (docs/design.md 5.9).
 import type { StructLayout } from './native.js';
 
 import { BTF_ENUMS } from './btf.generated.js';

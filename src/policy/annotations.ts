@@ -1,4 +1,4 @@
-// The Kubernetes annotations and labels sidecar-accel reads (DESIGN.md 5).
+// The Kubernetes annotations and labels sidecar-accel reads (docs/design.md 6).
 export const ANNOTATION_ENABLED = 'sidecar-accel.io/enabled';
 export const ANNOTATION_EXCLUDE_PORTS = 'sidecar-accel.io/exclude-ports';
 /** Istio's per-pod ProxyConfig override, YAML or JSON. */

@@ -1,5 +1,5 @@
 // Whether a pod is accelerated, and which rule decided: a pure function of
-// the pod, its namespace and the mesh config (DESIGN.md 5). Malformed input
+// the pod, its namespace and the mesh config (docs/design.md 6). Malformed input
 // is a warning and counts as absent; it never throws.
 import YAML from 'yaml';
 import {

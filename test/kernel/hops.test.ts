@@ -53,7 +53,7 @@ async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: num
   // The redirect bound is what TCP allows a receiver (tcp_rmem's maximum):
   // 32 MiB in both pods, so the 20 MB each way never reaches it even with a
   // slow (emulated) reader, and every hop stays redirected. (Debian's default
-  // is 6 MiB: past it the direction goes to TCP, by design, DESIGN.md 4.3.)
+  // is 6 MiB: past it the direction goes to TCP, by design, docs/design.md 5.3.)
   for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_rmem=4096 131072 33554432']);
   await m.learnListener(m.a, m.vip(family));
   const segsBefore = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b));

@@ -1,4 +1,4 @@
-// The toggle precedence of DESIGN.md 5, every level, as a table.
+// The toggle precedence of docs/design.md 6, every level, as a table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decide, parseBool, type ObjectMeta, type Rule } from '../../src/policy/policy.js';
