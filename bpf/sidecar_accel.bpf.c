@@ -87,6 +87,14 @@ struct {
 	__type(value, struct accel_peer_info);
 } peer_info SEC(".maps");
 
+/* Written by the agent: the node's pod addresses (struct accel_pod_addr). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct accel_pod_addr);
+	__type(value, __u64);
+} pod_addrs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -160,6 +168,22 @@ static __always_inline bool is_loopback(const __u32 ip[4])
 	if (ip[2] == bpf_htonl(0xffff))
 		return (bpf_ntohl(ip[3]) >> 24) == 127;
 	return ip[2] == 0 && ip[3] == bpf_htonl(1);
+}
+
+/*
+ * I1: a client address the agent knows as a pod's own is unique on the node;
+ * on the client's side, only inside that pod's netns. Anything else may be
+ * the same in many pods (loopback, Istio's passthrough source ::6 and
+ * 127.0.0.6): its key is scoped to the netns.
+ */
+static __always_inline bool unique_on_node(const __u32 ip[4], __u64 netns, __u8 role)
+{
+	__u64 *owner;
+
+	if (is_loopback(ip))
+		return false;
+	owner = bpf_map_lookup_elem(&pod_addrs, ip);
+	return owner && (role == ACCEL_ROLE_SERVER || *owner == netns);
 }
 
 static __always_inline bool port_excluded(const struct accel_netns_policy *p, __u16 port)
@@ -349,13 +373,14 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		st->key.server_seq = skops->snd_nxt;
 	}
 	/*
-	 * I1: a loopback client address is unique only inside its netns, so its
-	 * key carries the netns cookie; a pod address is unique on the node, and a
-	 * node-wide key lets sidecars of two pods meet (used only when cross-pod
-	 * pairing is on, checked at send time). One key per socket: the kernel
-	 * refuses a second sockhash entry for a socket whose psock has a msg prog.
+	 * I1: a client address not known as a pod's is unique only inside its
+	 * netns, so its key carries the netns cookie; a pod address is unique on
+	 * the node, and a node-wide key lets sidecars of two pods meet (used only
+	 * when cross-pod pairing is on, checked at send time). One key per socket:
+	 * the kernel refuses a second sockhash entry for a socket whose psock has
+	 * a msg prog.
 	 */
-	st->key.scope = is_loopback(st->key.client_ip) ? netns : 0;
+	st->key.scope = unique_on_node(st->key.client_ip, netns, role) ? 0 : netns;
 	/*
 	 * I2: bytes this end queued or sent before ESTABLISHED (TCP Fast Open data
 	 * in the SYN, or queued behind it) are already TCP's; this direction stays

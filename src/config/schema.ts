@@ -27,6 +27,12 @@ export const workloadSchema = z.object({
   /** The pod's network namespace: a path (e.g. /var/run/netns/x) or a pid in it. */
   netns: z.string().startsWith('/').optional(),
   pid: z.number().int().positive().optional(),
+  /**
+   * The pod's own IPs. Only a known pod address is unique on the node, so
+   * only its connections can pair across pods (datapath.crossPod); without
+   * them the workload's sockets pair inside its own netns only.
+   */
+  ips: z.array(z.union([z.ipv4(), z.ipv6()])).default([]),
   annotations: stringMap.default({}),
   labels: stringMap.default({}),
 }).strict().refine((w) => (w.netns === undefined) !== (w.pid === undefined), 'set exactly one of netns and pid');

@@ -12,7 +12,7 @@ import {
 } from './native.js';
 import {
   EXPECTED_LAYOUTS, addPerCpuCountersAt, counterIndexes, sumPerCpuU64, decodeConfig, decodeNetnsPolicy,
-  encodeConfig, encodeNetnsPolicy, encodeU32, encodeU64, layoutMismatches, zeroCounters,
+  decodePodAddress, encodeConfig, encodeNetnsPolicy, encodePodAddress, encodeU32, encodeU64, layoutMismatches, zeroCounters,
   type CounterName, type Counters, type NetnsPolicy, type NodeConfig,
 } from './layout.js';
 import { BTF_ENUMS } from './btf.generated.js';
@@ -28,9 +28,12 @@ export function generationDirs(pinRoot: string): string[] {
 
 const MAP_NAMES = [
   'sock_hash', 'sock_state', 'peer_info', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters',
-  'listener_style',
+  'listener_style', 'pod_addrs',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
+/** Maps a generation pinned by an older build may lack (their handle is then -1). */
+const OPTIONAL_MAPS: ReadonlySet<MapName> = new Set(['pod_addrs']);
+
 const PROG_SOCKOPS = 'accel_sockops';
 const PROG_MSG = 'accel_msg';
 const PROG_INGRESS = 'accel_ingress';
@@ -319,7 +322,9 @@ export class Datapath {
     };
     try {
       const maps = {} as Record<MapName, number>;
-      for (const name of MAP_NAMES) maps[name] = get(`map_${name}`);
+      for (const name of MAP_NAMES) {
+        maps[name] = OPTIONAL_MAPS.has(name) && !fs.existsSync(path.join(pinDir, `map_${name}`)) ? -1 : get(`map_${name}`);
+      }
       const sockops = get(`prog_${PROG_SOCKOPS}`);
       const msg = get(`prog_${PROG_MSG}`);
       const ingress = get(`prog_${PROG_INGRESS}`);
@@ -497,6 +502,43 @@ export class Datapath {
     let n = 0;
     for (let k = this.n.mapNextKey(this.maps.sock_hash, null); k; k = this.n.mapNextKey(this.maps.sock_hash, k)) n++;
     return n;
+  }
+
+  /** The node's pod addresses the programs know (address -> its pod's netns cookie). */
+  podAddresses(): Map<string, bigint> {
+    this.live();
+    const out = new Map<string, bigint>();
+    if (this.maps.pod_addrs < 0) return out;
+    for (let k = this.n.mapNextKey(this.maps.pod_addrs, null); k; k = this.n.mapNextKey(this.maps.pod_addrs, k)) {
+      const v = this.n.mapLookup(this.maps.pod_addrs, k);
+      if (v) out.set(decodePodAddress(k), v.readBigUInt64LE(0));
+    }
+    return out;
+  }
+
+  /**
+   * Makes the known pod addresses exactly `want` (address -> its pod's netns
+   * cookie). Only a known pod address gives a node-wide key, so pods can pair
+   * across netns; any other client address is scoped to its netns (I1).
+   * Throws RangeError naming an address that is not one.
+   */
+  setPodAddresses(want: ReadonlyMap<string, bigint>, opts: { prune?: boolean } = {}): void {
+    this.live();
+    if (this.maps.pod_addrs < 0) throw new GenerationLayoutError(`generation ${this.generation} has no pod_addrs map (built before pod addresses scoped keys)`);
+    const wanted = new Map<string, { key: Buffer; cookie: bigint }>();
+    for (const [ip, cookie] of want) {
+      const key = encodePodAddress(ip);
+      wanted.set(key.toString('hex'), { key, cookie });
+    }
+    const stale: Buffer[] = [];
+    for (let k = this.n.mapNextKey(this.maps.pod_addrs, null); k; k = this.n.mapNextKey(this.maps.pod_addrs, k)) {
+      if (!wanted.has(k.toString('hex'))) stale.push(k);
+    }
+    if (opts.prune ?? true) for (const k of stale) this.n.mapDelete(this.maps.pod_addrs, k);
+    for (const { key, cookie } of wanted.values()) {
+      const v = this.n.mapLookup(this.maps.pod_addrs, key);
+      if (!v || v.readBigUInt64LE(0) !== cookie) this.n.mapUpdate(this.maps.pod_addrs, key, encodeU64(cookie), BPF_ANY);
+    }
   }
 
   /** Closes this process's handles; the pinned datapath keeps working. */

@@ -61,12 +61,14 @@ workloads:
   - name: pod-a
     namespace: shop
     netns: ${pair.a.netnsPath}
+    ips: [${pair.a.ip4}, "${pair.a.ip6}"]
     annotations:
       ${SIDECAR}
       proxy.istio.io/config: '{"proxyMetadata":{"SIDECAR_ACCEL":"${o.podA ?? 'true'}"}}'
   - name: pod-b
     namespace: shop
     netns: ${pair.b.netnsPath}
+    ips: [${pair.b.ip4}, "${pair.b.ip6}"]
     annotations:
       ${SIDECAR}
       sidecar-accel.io/exclude-ports: "9999"

@@ -49,6 +49,9 @@ export class Mesh {
     try {
       dp = Datapath.open({ cgroupPath: topo.cgroupDir, pinRoot });
       dp.setConfig({ crossPod: opts.crossPod ?? false, keepaliveIdleSeconds: opts.keepaliveIdleSeconds ?? 0 });
+      // The pods' IPs, as the agent knows them: only these pair across pods (I1).
+      dp.setPodAddresses(new Map([[a.ip4, netnsCookieOfPath(a.netnsPath)], [a.ip6, netnsCookieOfPath(a.netnsPath)],
+        [b.ip4, netnsCookieOfPath(b.netnsPath)], [b.ip6, netnsCookieOfPath(b.netnsPath)]]));
       const mesh = new Mesh(topo, a, b, dp, netnsCookieOfPath(a.netnsPath), netnsCookieOfPath(b.netnsPath), pinRoot);
       if (opts.enable ?? true) mesh.enableAll();
       return mesh;

@@ -15,6 +15,12 @@ test('an empty file is every default', () => {
   assert.deepEqual(r.config.workloads, []);
 });
 
+test('a local workload\'s pod IPs parse', () => {
+  const r = parseConfig('workloads: [{name: a, namespace: n, pid: 3, ips: [10.1.2.3, "fd00::6"]}]');
+  assert.ok(r.ok, r.ok ? '' : r.error);
+  assert.deepEqual(r.config.workloads[0]!.ips, ['10.1.2.3', 'fd00::6']);
+});
+
 test('the documented example parses', () => {
   const r = parseConfig(`
 api: {listen: 127.0.0.1:15081}
@@ -66,6 +72,7 @@ const bad: [string, string, RegExp][] = [
   ['xds address without a port', 'kubernetes: {enabled: true}\nxds: {enabled: true, address: istiod.istio-system.svc}', /xds\.address: expected host:port/],
   ['xds relative CA file', 'xds: {caFile: root-cert.pem}', /xds\.caFile/],
   ['xds quiet period of zero', 'xds: {noAnswerSeconds: 0}', /xds\.noAnswerSeconds/],
+  ['a pod IP that is not one', 'workloads: [{name: a, namespace: n, pid: 3, ips: [10.1.2]}]', /workloads\.0\.ips\.0/],
 ];
 for (const [name, text, re] of bad) {
   test(`rejected with a precise error: ${name}`, () => {
