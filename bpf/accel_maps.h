@@ -120,7 +120,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_ULP,          /* a ULP (kTLS) on either end */
 	ACCEL_CNT_FALLBACK_EARLY_DATA,   /* bytes went over TCP before ESTABLISHED (TFO) */
 	ACCEL_CNT_FALLBACK_REPAIR,       /* TCP_REPAIR socket: never registered */
-	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken: never registered */
+	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken (EEXIST): never registered */
 	ACCEL_CNT_FALLBACK_CROSS_POD,    /* the other end is in another pod, cross-pod off */
 	ACCEL_CNT_SOCKETS_RELEASED,      /* registered, sent over TCP, cannot pair: back to plain TCP */
 	ACCEL_CNT_FALLBACK_BLOCKING,     /* the application reads it blocking: never registered */
@@ -129,6 +129,9 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_SIDECAR_ONLY, /* an application's socket on a kernel in sidecar-only mode */
 	ACCEL_CNT_FALLBACK_MEMORY_PRESSURE, /* TCP memory under pressure: the kernel could refuse the redirect */
 	ACCEL_CNT_TCP_HELD_BACK,         /* TCP segments not accepted while redirected bytes were unread (I7) */
+	ACCEL_CNT_FALLBACK_MAP_FULL,     /* sock_hash or peer_info full (E2BIG): never registered */
+	ACCEL_CNT_FALLBACK_SOCKET_BUSY,  /* another sockmap user's programs own the socket (EBUSY): never registered */
+	ACCEL_CNT_FALLBACK_INSERT_FAILED, /* sock_hash or peer_info refused it otherwise (ENOMEM, ...): never registered */
 	ACCEL_CNT_MAX
 };
 

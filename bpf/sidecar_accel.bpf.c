@@ -48,6 +48,9 @@
 #define ETH_P_IP 0x0800
 #define RCV_SHUTDOWN 1
 #define ETH_P_IPV6 0x86DD
+#define E2BIG 7
+#define EBUSY 16
+#define EEXIST 17
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -72,6 +75,7 @@ struct sock_state {
 	__u32 flags;
 };
 
+/* Sizes of sock_hash and peer_info: the defaults; the agent sets its own before load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
@@ -79,9 +83,15 @@ struct {
 	__type(value, __u64);
 } sock_hash SEC(".maps");
 
-/* LRU: an entry a missed close left behind is evicted, never blocks a socket. */
+/*
+ * A plain hash, never LRU: an evicted live entry would hide its socket from
+ * its peer and from the ingress gate (I7). Every registered socket's entry
+ * goes when it leaves sock_hash or closes (STATE_CB); one a missed delete
+ * left behind is swept by the agent (its key is in no sock_hash entry). Full,
+ * a new socket is not registered (counted) and stays on TCP.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct accel_conn_key);
 	__type(value, struct accel_peer_info);
@@ -285,6 +295,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	__u16 port;
 	bool v4, sidecar;
 	int style;
+	long err;
 
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return;
@@ -393,17 +404,35 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	else
 		count(netns, ACCEL_CNT_FALLBACK_EARLY_DATA, 1);
 
-	/* I1: a taken key means two sockets claim one identity: pair neither anew. */
-	if (bpf_sock_hash_update(skops, &sock_hash, &st->key, BPF_NOEXIST)) {
-		count(netns, ACCEL_CNT_FALLBACK_KEY_CONFLICT, 1);
+	/*
+	 * I1: a taken key means two sockets claim one identity: pair neither anew.
+	 * Each refusal is counted for what it is: a full map is capacity
+	 * (datapath.sockHashEntries), a socket another sockmap user holds is not
+	 * ours to take.
+	 */
+	err = bpf_sock_hash_update(skops, &sock_hash, &st->key, BPF_NOEXIST);
+	if (err) {
+		count(netns, err == -E2BIG ? ACCEL_CNT_FALLBACK_MAP_FULL :
+			     err == -EBUSY ? ACCEL_CNT_FALLBACK_SOCKET_BUSY :
+			     err == -EEXIST ? ACCEL_CNT_FALLBACK_KEY_CONFLICT : ACCEL_CNT_FALLBACK_INSERT_FAILED, 1);
+		st->flags = 0;
+		return;
+	}
+	info.netns_cookie = netns;
+	info.psock = (unsigned long)psock_of(tp);
+	/*
+	 * No peer can find this socket without its peer_info entry, so nothing
+	 * was redirected to it yet: without one it leaves sock_hash at once (I5).
+	 */
+	err = bpf_map_update_elem(&peer_info, &st->key, &info, BPF_ANY);
+	if (err) {
+		bpf_map_delete_elem(&sock_hash, &st->key);
+		count(netns, err == -E2BIG ? ACCEL_CNT_FALLBACK_MAP_FULL : ACCEL_CNT_FALLBACK_INSERT_FAILED, 1);
 		st->flags = 0;
 		return;
 	}
 	st->flags |= SOCK_REGISTERED;
 	count(netns, ACCEL_CNT_SOCKETS_REGISTERED, 1);
-	info.netns_cookie = netns;
-	info.psock = (unsigned long)psock_of(tp);
-	bpf_map_update_elem(&peer_info, &st->key, &info, BPF_ANY);
 	/*
 	 * To unpublish on close (STATE_CB), to release a socket that cannot pair
 	 * (RTT_CB), and for an application's socket, to withdraw it at its first

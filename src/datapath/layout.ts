@@ -52,6 +52,9 @@ export const COUNTER_TS_NAMES = {
   ACCEL_CNT_FALLBACK_SIDECAR_ONLY: 'fallbackSidecarOnly',
   ACCEL_CNT_FALLBACK_MEMORY_PRESSURE: 'fallbackMemoryPressure',
   ACCEL_CNT_TCP_HELD_BACK: 'tcpHeldBack',
+  ACCEL_CNT_FALLBACK_MAP_FULL: 'fallbackMapFull',
+  ACCEL_CNT_FALLBACK_SOCKET_BUSY: 'fallbackSocketBusy',
+  ACCEL_CNT_FALLBACK_INSERT_FAILED: 'fallbackInsertFailed',
 } as const satisfies Record<CounterEnumerator, string>;
 
 export type CounterName = (typeof COUNTER_TS_NAMES)[CounterEnumerator];
