@@ -25,7 +25,7 @@ enum accel_role { ACCEL_ROLE_CLIENT = 1, ACCEL_ROLE_SERVER = 2 };
  * socket and a plain IPv4 socket of the same connection compute the same key.
  */
 struct accel_conn_key {
-	__u64 scope;         /* netns cookie for a loopback client address, else 0 (node-wide) */
+	__u64 scope;         /* 0 (node-wide) for a client address known as a pod's, else its netns cookie */
 	__u32 client_ip[4];  /* the active opener's address: shared by both ends under REDIRECT */
 	__u32 client_seq;    /* client snd_nxt at ESTABLISHED == server rcv_nxt (ISN + 1) */
 	__u32 server_seq;    /* server snd_nxt at ESTABLISHED == client rcv_nxt */
@@ -45,6 +45,17 @@ struct accel_conn_key {
 struct accel_peer_info {
 	__u64 psock;         /* struct sk_psock * of that end */
 	__u64 netns_cookie;  /* its netns, to honour its own enable flag */
+};
+
+/*
+ * An address the agent knows as one pod's own (its pod IPs), IPv4 v4-mapped
+ * like accel_conn_key.client_ip; the value is that pod's netns cookie. Only
+ * such an address is unique on the node: any other client address (loopback,
+ * Istio's inbound passthrough source 127.0.0.6 / ::6, the same in every pod)
+ * gets a key scoped to its netns.
+ */
+struct accel_pod_addr {
+	__u32 ip[4];
 };
 
 #define ACCEL_MAX_EXCLUDE_PORTS 16
@@ -109,7 +120,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_ULP,          /* a ULP (kTLS) on either end */
 	ACCEL_CNT_FALLBACK_EARLY_DATA,   /* bytes went over TCP before ESTABLISHED (TFO) */
 	ACCEL_CNT_FALLBACK_REPAIR,       /* TCP_REPAIR socket: never registered */
-	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken: never registered */
+	ACCEL_CNT_FALLBACK_KEY_CONFLICT, /* the key was taken (EEXIST): never registered */
 	ACCEL_CNT_FALLBACK_CROSS_POD,    /* the other end is in another pod, cross-pod off */
 	ACCEL_CNT_SOCKETS_RELEASED,      /* registered, sent over TCP, cannot pair: back to plain TCP */
 	ACCEL_CNT_FALLBACK_BLOCKING,     /* the application reads it blocking: never registered */
@@ -118,6 +129,9 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_SIDECAR_ONLY, /* an application's socket on a kernel in sidecar-only mode */
 	ACCEL_CNT_FALLBACK_MEMORY_PRESSURE, /* TCP memory under pressure: the kernel could refuse the redirect */
 	ACCEL_CNT_TCP_HELD_BACK,         /* TCP segments not accepted while redirected bytes were unread (I7) */
+	ACCEL_CNT_FALLBACK_MAP_FULL,     /* sock_hash or peer_info full (E2BIG): never registered */
+	ACCEL_CNT_FALLBACK_SOCKET_BUSY,  /* another sockmap user's programs own the socket (EBUSY): never registered */
+	ACCEL_CNT_FALLBACK_INSERT_FAILED, /* sock_hash or peer_info refused it otherwise (ENOMEM, ...): never registered */
 	ACCEL_CNT_MAX
 };
 

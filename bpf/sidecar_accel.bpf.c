@@ -48,6 +48,9 @@
 #define ETH_P_IP 0x0800
 #define RCV_SHUTDOWN 1
 #define ETH_P_IPV6 0x86DD
+#define E2BIG 7
+#define EBUSY 16
+#define EEXIST 17
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -72,6 +75,7 @@ struct sock_state {
 	__u32 flags;
 };
 
+/* Sizes of sock_hash and peer_info: the defaults; the agent sets its own before load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
@@ -79,13 +83,27 @@ struct {
 	__type(value, __u64);
 } sock_hash SEC(".maps");
 
-/* LRU: an entry a missed close left behind is evicted, never blocks a socket. */
+/*
+ * A plain hash, never LRU: an evicted live entry would hide its socket from
+ * its peer and from the ingress gate (I7). Every registered socket's entry
+ * goes when it leaves sock_hash or closes (STATE_CB); one a missed delete
+ * left behind is swept by the agent (its key is in no sock_hash entry). Full,
+ * a new socket is not registered (counted) and stays on TCP.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);
 	__type(key, struct accel_conn_key);
 	__type(value, struct accel_peer_info);
 } peer_info SEC(".maps");
+
+/* Written by the agent: the node's pod addresses (struct accel_pod_addr). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct accel_pod_addr);
+	__type(value, __u64);
+} pod_addrs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -160,6 +178,22 @@ static __always_inline bool is_loopback(const __u32 ip[4])
 	if (ip[2] == bpf_htonl(0xffff))
 		return (bpf_ntohl(ip[3]) >> 24) == 127;
 	return ip[2] == 0 && ip[3] == bpf_htonl(1);
+}
+
+/*
+ * I1: a client address the agent knows as a pod's own is unique on the node;
+ * on the client's side, only inside that pod's netns. Anything else may be
+ * the same in many pods (loopback, Istio's passthrough source ::6 and
+ * 127.0.0.6): its key is scoped to the netns.
+ */
+static __always_inline bool unique_on_node(const __u32 ip[4], __u64 netns, __u8 role)
+{
+	__u64 *owner;
+
+	if (is_loopback(ip))
+		return false;
+	owner = bpf_map_lookup_elem(&pod_addrs, ip);
+	return owner && (role == ACCEL_ROLE_SERVER || *owner == netns);
 }
 
 static __always_inline bool port_excluded(const struct accel_netns_policy *p, __u16 port)
@@ -261,6 +295,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	__u16 port;
 	bool v4, sidecar;
 	int style;
+	long err;
 
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return;
@@ -349,13 +384,14 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		st->key.server_seq = skops->snd_nxt;
 	}
 	/*
-	 * I1: a loopback client address is unique only inside its netns, so its
-	 * key carries the netns cookie; a pod address is unique on the node, and a
-	 * node-wide key lets sidecars of two pods meet (used only when cross-pod
-	 * pairing is on, checked at send time). One key per socket: the kernel
-	 * refuses a second sockhash entry for a socket whose psock has a msg prog.
+	 * I1: a client address not known as a pod's is unique only inside its
+	 * netns, so its key carries the netns cookie; a pod address is unique on
+	 * the node, and a node-wide key lets sidecars of two pods meet (used only
+	 * when cross-pod pairing is on, checked at send time). One key per socket:
+	 * the kernel refuses a second sockhash entry for a socket whose psock has
+	 * a msg prog.
 	 */
-	st->key.scope = is_loopback(st->key.client_ip) ? netns : 0;
+	st->key.scope = unique_on_node(st->key.client_ip, netns, role) ? 0 : netns;
 	/*
 	 * I2: bytes this end queued or sent before ESTABLISHED (TCP Fast Open data
 	 * in the SYN, or queued behind it) are already TCP's; this direction stays
@@ -368,17 +404,35 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	else
 		count(netns, ACCEL_CNT_FALLBACK_EARLY_DATA, 1);
 
-	/* I1: a taken key means two sockets claim one identity: pair neither anew. */
-	if (bpf_sock_hash_update(skops, &sock_hash, &st->key, BPF_NOEXIST)) {
-		count(netns, ACCEL_CNT_FALLBACK_KEY_CONFLICT, 1);
+	/*
+	 * I1: a taken key means two sockets claim one identity: pair neither anew.
+	 * Each refusal is counted for what it is: a full map is capacity
+	 * (datapath.sockHashEntries), a socket another sockmap user holds is not
+	 * ours to take.
+	 */
+	err = bpf_sock_hash_update(skops, &sock_hash, &st->key, BPF_NOEXIST);
+	if (err) {
+		count(netns, err == -E2BIG ? ACCEL_CNT_FALLBACK_MAP_FULL :
+			     err == -EBUSY ? ACCEL_CNT_FALLBACK_SOCKET_BUSY :
+			     err == -EEXIST ? ACCEL_CNT_FALLBACK_KEY_CONFLICT : ACCEL_CNT_FALLBACK_INSERT_FAILED, 1);
+		st->flags = 0;
+		return;
+	}
+	info.netns_cookie = netns;
+	info.psock = (unsigned long)psock_of(tp);
+	/*
+	 * No peer can find this socket without its peer_info entry, so nothing
+	 * was redirected to it yet: without one it leaves sock_hash at once (I5).
+	 */
+	err = bpf_map_update_elem(&peer_info, &st->key, &info, BPF_ANY);
+	if (err) {
+		bpf_map_delete_elem(&sock_hash, &st->key);
+		count(netns, err == -E2BIG ? ACCEL_CNT_FALLBACK_MAP_FULL : ACCEL_CNT_FALLBACK_INSERT_FAILED, 1);
 		st->flags = 0;
 		return;
 	}
 	st->flags |= SOCK_REGISTERED;
 	count(netns, ACCEL_CNT_SOCKETS_REGISTERED, 1);
-	info.netns_cookie = netns;
-	info.psock = (unsigned long)psock_of(tp);
-	bpf_map_update_elem(&peer_info, &st->key, &info, BPF_ANY);
 	/*
 	 * To unpublish on close (STATE_CB), to release a socket that cannot pair
 	 * (RTT_CB), and for an application's socket, to withdraw it at its first

@@ -29,9 +29,11 @@ function median(xs: number[]): number {
 
 /** The agent config of the demo: both pods sidecar-injected, switched by the mesh config. */
 function demoConfig(pair: SidecarPair, pinRoot: string, port: number, mode: Mode): string {
-  const pod = (name: string, netns: string) => `  - name: ${name}
+  // The pod IPs: only a known pod address pairs across pods (accel-crosspod).
+  const pod = (name: string, p: SidecarPair['a']) => `  - name: ${name}
     namespace: demo
-    netns: ${netns}
+    netns: ${p.netnsPath}
+    ips: [${p.ip4}, "${p.ip6}"]
     annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}`;
   return [
     `api: {listen: 127.0.0.1:${port}}`,
@@ -41,8 +43,8 @@ function demoConfig(pair: SidecarPair, pinRoot: string, port: number, mode: Mode
     `datapath: {cgroup: ${pair.topo.cgroupDir}, requireRootCgroup: false, pinDir: ${pinRoot}, crossPod: ${mode === 'accel-crosspod'}, applications: always}`,
     `mesh: {defaultConfig: {proxyMetadata: {SIDECAR_ACCEL: "${mode !== 'iptables'}"}}}`,
     'workloads:',
-    pod('client', pair.a.netnsPath),
-    pod('server', pair.b.netnsPath),
+    pod('client', pair.a),
+    pod('server', pair.b),
     '',
   ].join('\n');
 }

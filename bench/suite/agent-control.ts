@@ -38,7 +38,7 @@ export class AgentControl {
   private config(crossPod: boolean): string {
     const { mesh, http, plain } = this.pods;
     const pod = (p: Pod, injected: boolean) =>
-      `  - {name: ${p.name}, namespace: bench, netns: ${p.netnsPath}${injected ? `, annotations: ${SIDECAR_STATUS}` : ''}}`;
+      `  - {name: ${p.name}, namespace: bench, netns: ${p.netnsPath}, ips: [${p.ip4}, "${p.ip6}"]${injected ? `, annotations: ${SIDECAR_STATUS}` : ''}}`;
     return [
       `api: {listen: 127.0.0.1:${this.port}}`,
       // applications: always. The bench measures the datapath itself, also on a

@@ -3,6 +3,7 @@
 // counters (config and reconcile errors) count since this process started.
 import client from 'prom-client';
 import type { Counters } from '../datapath/layout.js';
+import type { MapFill } from '../datapath/datapath.js';
 import type { WorkloadStatus } from '../reconcile/reconciler.js';
 import type { XdsHealth } from '../workloads/xds.js';
 
@@ -10,6 +11,8 @@ export interface MetricsSource {
   counters(): Counters;
   workloads(): WorkloadStatus[];
   workloadCounters(cookie: bigint): Counters | null;
+  /** Entries and size of the maps that bound pairing (keys walked at each scrape). */
+  mapFill(): MapFill[];
   /** The xds source's health; undefined when it is not configured. */
   xds(): XdsHealth | undefined;
 }
@@ -20,6 +23,9 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackNoPeer', 'no_peer'], ['fallbackBackpressure', 'backpressure'], ['fallbackExcluded', 'excluded_port'],
   ['fallbackDisabled', 'disabled'], ['fallbackUlp', 'ulp'], ['fallbackEarlyData', 'early_data'],
   ['fallbackRepair', 'tcp_repair'], ['fallbackKeyConflict', 'key_conflict'], ['fallbackCrossPod', 'cross_pod_off'],
+  // Not registered: sock_hash or peer_info full (datapath.sockHashEntries), the socket held by
+  // another sockmap user's programs, or another refusal of the kernel.
+  ['fallbackMapFull', 'map_full'], ['fallbackSocketBusy', 'socket_busy'], ['fallbackInsertFailed', 'insert_failed'],
   // The application reads the socket blocking (tcp_bpf's blocking recv differs from TCP's).
   ['fallbackBlocking', 'blocking_reader'], ['fallbackUnknownReader', 'unknown_reader'],
   ['fallbackTurnedBlocking', 'turned_blocking'],
@@ -33,6 +39,7 @@ export class AgentMetrics {
   readonly registry = new client.Registry();
   readonly configErrors: client.Counter;
   readonly reconcileErrors: client.Counter;
+  readonly peerInfoSwept: client.Counter;
 
   constructor(source: () => MetricsSource | undefined) {
     const r = this.registry;
@@ -59,6 +66,30 @@ export class AgentMetrics {
         const s = source();
         this.reset();
         if (s) { const c = s.counters(); for (const [k, reason] of FALLBACK_REASONS) this.inc({ reason }, Number(c[k])); }
+      },
+    });
+    // One walk of the maps' keys per scrape serves both gauges.
+    let fill: { at: number; maps: MapFill[] } | undefined;
+    const mapFill = (): MapFill[] => {
+      const s = source();
+      if (!s) return [];
+      if (!fill || Date.now() - fill.at > 1000) fill = { at: Date.now(), maps: s.mapFill() };
+      return fill.maps;
+    };
+    new client.Gauge({
+      name: 'sidecar_accel_map_entries', help: 'Entries in the datapath maps that bound pairing (sock_hash: registered sockets; peer_info: one per registered socket; pod_addrs: known pod addresses).',
+      labelNames: ['map'], registers: [r],
+      collect() {
+        this.reset();
+        for (const m of mapFill()) this.set({ map: m.map }, m.entries);
+      },
+    });
+    new client.Gauge({
+      name: 'sidecar_accel_map_max_entries', help: 'Size of each of those maps in the attached generation (a full sock_hash or peer_info leaves new sockets on TCP: fallbacks reason map_full).',
+      labelNames: ['map'], registers: [r],
+      collect() {
+        this.reset();
+        for (const m of mapFill()) this.set({ map: m.map }, m.maxEntries);
       },
     });
     new client.Gauge({
@@ -103,6 +134,7 @@ export class AgentMetrics {
     xdsCounter('sidecar_accel_xds_responses_total', 'xDS responses received from istiod.', (x) => x.responses);
     xdsCounter('sidecar_accel_xds_nacks_total', 'xDS responses rejected (NACK) for an invalid resource; the last good versions stayed.', (x) => x.nacks);
     this.configErrors = new client.Counter({ name: 'sidecar_accel_config_errors_total', help: 'Config versions rejected (the last good one stayed in force).', registers: [r] });
+    this.peerInfoSwept = new client.Counter({ name: 'sidecar_accel_peer_info_swept_total', help: 'peer_info entries no socket owned, deleted by the agent (each a delete the programs missed).', registers: [r] });
     this.reconcileErrors = new client.Counter({ name: 'sidecar_accel_reconcile_errors_total', help: 'Workloads that failed to reconcile (retried with backoff).', registers: [r] });
   }
 }

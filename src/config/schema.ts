@@ -1,6 +1,7 @@
 // The agent's YAML config. Every field has a default except the workloads'
 // identities; an error names the path of the bad field.
 import { z } from 'zod';
+import { DEFAULT_SOCK_HASH_ENTRIES, MAX_MAP_ENTRIES } from '../datapath/capacity.js';
 
 const stringMap = z.record(z.string(), z.string());
 
@@ -27,6 +28,12 @@ export const workloadSchema = z.object({
   /** The pod's network namespace: a path (e.g. /var/run/netns/x) or a pid in it. */
   netns: z.string().startsWith('/').optional(),
   pid: z.number().int().positive().optional(),
+  /**
+   * The pod's own IPs. Only a known pod address is unique on the node, so
+   * only its connections can pair across pods (datapath.crossPod); without
+   * them the workload's sockets pair inside its own netns only.
+   */
+  ips: z.array(z.union([z.ipv4(), z.ipv6()])).default([]),
   annotations: stringMap.default({}),
   labels: stringMap.default({}),
 }).strict().refine((w) => (w.netns === undefined) !== (w.pid === undefined), 'set exactly one of netns and pid');
@@ -56,7 +63,18 @@ export const configSchema = z.object({
      * "always", accepting the deviations the self-test names (logged).
      */
     applications: z.enum(['auto', 'never', 'always']).default('auto'),
-  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto' }),
+    /**
+     * Sockets registered for pairing at once (sock_hash); each meshed
+     * connection uses up to six. Beyond it sockets stay on TCP (counted,
+     * reason map_full). Set when a generation is loaded: one adopted from its
+     * pins keeps the size it was loaded with.
+     */
+    sockHashEntries: z.number().int().min(1).max(MAX_MAP_ENTRIES).default(DEFAULT_SOCK_HASH_ENTRIES),
+    /** What the kernel knows of each registered socket (peer_info); default twice sockHashEntries. */
+    peerInfoEntries: z.number().int().min(1).max(MAX_MAP_ENTRIES).optional(),
+  }).strict().refine((d) => d.peerInfoEntries === undefined || d.peerInfoEntries >= d.sockHashEntries, {
+    path: ['peerInfoEntries'], message: 'must be at least sockHashEntries: every registered socket takes one entry',
+  }).default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto', sockHashEntries: DEFAULT_SOCK_HASH_ENTRIES }),
   /** The kubernetes workload source (pods of this node from the API server). */
   kubernetes: z.object({
     enabled: z.boolean().default(false),

@@ -12,11 +12,14 @@ import {
 } from './native.js';
 import {
   EXPECTED_LAYOUTS, addPerCpuCountersAt, counterIndexes, sumPerCpuU64, decodeConfig, decodeNetnsPolicy,
-  encodeConfig, encodeNetnsPolicy, encodeU32, encodeU64, layoutMismatches, zeroCounters,
+  decodePodAddress, encodeConfig, encodeNetnsPolicy, encodePodAddress, encodeU32, encodeU64, layoutMismatches, zeroCounters,
   type CounterName, type Counters, type NetnsPolicy, type NodeConfig,
 } from './layout.js';
 import { BTF_ENUMS } from './btf.generated.js';
 import { bpffsContaining, cgroup2Root, cgroupId } from './mounts.js';
+import { DEFAULT_PEER_INFO_ENTRIES, DEFAULT_SOCK_HASH_ENTRIES, MAX_MAP_ENTRIES, type MapCapacity } from './capacity.js';
+
+export type { MapCapacity } from './capacity.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/sidecar-accel';
 
@@ -28,9 +31,14 @@ export function generationDirs(pinRoot: string): string[] {
 
 const MAP_NAMES = [
   'sock_hash', 'sock_state', 'peer_info', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters',
-  'listener_style',
+  'listener_style', 'pod_addrs',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
+/** Maps a generation pinned by an older build may lack (their handle is then -1). */
+const OPTIONAL_MAPS: ReadonlySet<MapName> = new Set(['pod_addrs']);
+
+/** How full a map is: its entries, counted from userspace, of the most it can hold. */
+export interface MapFill { map: 'sock_hash' | 'peer_info' | 'pod_addrs'; entries: number; maxEntries: number }
 const PROG_SOCKOPS = 'accel_sockops';
 const PROG_MSG = 'accel_msg';
 const PROG_INGRESS = 'accel_ingress';
@@ -48,6 +56,8 @@ export interface DatapathOptions {
   cgroupPath?: string;
   /** bpffs directory holding every generation; default /sys/fs/bpf/sidecar-accel. */
   pinRoot?: string;
+  /** Map sizes of a newly loaded generation (an adopted one keeps its own). */
+  capacity?: MapCapacity;
 }
 
 export class DatapathError extends Error {
@@ -186,6 +196,8 @@ export class Datapath {
   private readonly cpus: number;
   private readonly layoutOf: ReturnType<typeof generationLayout>;
   private closed = false;
+  /** peer_info keys (hex) without a sock_hash entry at the last sweep. */
+  private staleSeen = new Set<string>();
 
   private constructor(
     readonly generation: string,
@@ -231,7 +243,7 @@ export class Datapath {
       // keep it draining under another name and load afresh.
       fs.renameSync(pinDir, `${pinDir}-retired-${Date.now()}`);
     }
-    return Datapath.load(n, objectPath, generation, pinDir, cgroupPath);
+    return Datapath.load(n, objectPath, generation, pinDir, cgroupPath, opts.capacity ?? {});
   }
 
   /**
@@ -250,11 +262,16 @@ export class Datapath {
     }
   }
 
-  private static load(n: NativeAddon, objectPath: string, generation: string, pinDir: string, cgroupPath: string): Datapath {
+  private static load(n: NativeAddon, objectPath: string, generation: string, pinDir: string, cgroupPath: string, capacity: MapCapacity): Datapath {
     Datapath.checkLayouts(n, objectPath);
+    const sockHash = capacity.sockHash ?? DEFAULT_SOCK_HASH_ENTRIES;
+    const peerInfo = capacity.peerInfo ?? Math.max(DEFAULT_PEER_INFO_ENTRIES, 2 * sockHash);
+    for (const [what, v] of [['sockHash', sockHash], ['peerInfo', peerInfo]] as const) {
+      if (!Number.isInteger(v) || v < 1 || v > MAX_MAP_ENTRIES) throw new DatapathError(`capacity.${what}: ${v} is not a whole number of entries from 1 to ${MAX_MAP_ENTRIES}`);
+    }
     let loaded;
     try {
-      loaded = n.loadObject(objectPath);
+      loaded = n.loadObject(objectPath, { sock_hash: sockHash, peer_info: peerInfo });
     } catch (e) {
       throw new DatapathError(loadRefusal((e as Error).message), { cause: e });
     }
@@ -319,7 +336,9 @@ export class Datapath {
     };
     try {
       const maps = {} as Record<MapName, number>;
-      for (const name of MAP_NAMES) maps[name] = get(`map_${name}`);
+      for (const name of MAP_NAMES) {
+        maps[name] = OPTIONAL_MAPS.has(name) && !fs.existsSync(path.join(pinDir, `map_${name}`)) ? -1 : get(`map_${name}`);
+      }
       const sockops = get(`prog_${PROG_SOCKOPS}`);
       const msg = get(`prog_${PROG_MSG}`);
       const ingress = get(`prog_${PROG_INGRESS}`);
@@ -494,9 +513,83 @@ export class Datapath {
   /** Sockets still in this generation's sockhash (live registered connections). */
   socketCount(): number {
     this.live();
-    let n = 0;
-    for (let k = this.n.mapNextKey(this.maps.sock_hash, null); k; k = this.n.mapNextKey(this.maps.sock_hash, k)) n++;
-    return n;
+    return this.n.mapKeyCount(this.maps.sock_hash);
+  }
+
+  /** This generation's map sizes, as its maps were created (an adopted generation keeps its own). */
+  capacity(): Required<MapCapacity> {
+    this.live();
+    return { sockHash: this.n.mapInfo(this.maps.sock_hash).maxEntries, peerInfo: this.n.mapInfo(this.maps.peer_info).maxEntries };
+  }
+
+  /**
+   * Entries of each map that bounds pairing, of its size. The kernel keeps no
+   * count a reader without a program can get, so entries are counted by
+   * walking the keys (one syscall per entry, see README: Metrics).
+   */
+  mapFill(): MapFill[] {
+    this.live();
+    const maps = (['sock_hash', 'peer_info', 'pod_addrs'] as const).filter((m) => this.maps[m] >= 0);
+    return maps.map((map) => ({ map, entries: this.n.mapKeyCount(this.maps[map]), maxEntries: this.n.mapInfo(this.maps[map]).maxEntries }));
+  }
+
+  /**
+   * Deletes peer_info entries that no socket owns: a key in no sock_hash
+   * entry at this sweep and at the one before (a socket registers in
+   * sock_hash first and leaves it first, so one look could catch a socket in
+   * between). Such an entry is left only by a delete the programs missed; it
+   * would take a slot for good. Returns how many were deleted.
+   */
+  sweepPeerInfo(): number {
+    this.live();
+    const stale = new Set<string>();
+    const keys: Buffer[] = [];
+    for (let k = this.n.mapNextKey(this.maps.peer_info, null); k; k = this.n.mapNextKey(this.maps.peer_info, k)) keys.push(k);
+    let deleted = 0;
+    for (const k of keys) {
+      if (this.n.mapLookup(this.maps.sock_hash, k)) continue;
+      const hex = k.toString('hex');
+      if (this.staleSeen.has(hex)) { if (this.n.mapDelete(this.maps.peer_info, k)) deleted++; } else stale.add(hex);
+    }
+    this.staleSeen = stale;
+    return deleted;
+  }
+
+  /** The node's pod addresses the programs know (address -> its pod's netns cookie). */
+  podAddresses(): Map<string, bigint> {
+    this.live();
+    const out = new Map<string, bigint>();
+    if (this.maps.pod_addrs < 0) return out;
+    for (let k = this.n.mapNextKey(this.maps.pod_addrs, null); k; k = this.n.mapNextKey(this.maps.pod_addrs, k)) {
+      const v = this.n.mapLookup(this.maps.pod_addrs, k);
+      if (v) out.set(decodePodAddress(k), v.readBigUInt64LE(0));
+    }
+    return out;
+  }
+
+  /**
+   * Makes the known pod addresses exactly `want` (address -> its pod's netns
+   * cookie). Only a known pod address gives a node-wide key, so pods can pair
+   * across netns; any other client address is scoped to its netns (I1).
+   * Throws RangeError naming an address that is not one.
+   */
+  setPodAddresses(want: ReadonlyMap<string, bigint>, opts: { prune?: boolean } = {}): void {
+    this.live();
+    if (this.maps.pod_addrs < 0) throw new GenerationLayoutError(`generation ${this.generation} has no pod_addrs map (built before pod addresses scoped keys)`);
+    const wanted = new Map<string, { key: Buffer; cookie: bigint }>();
+    for (const [ip, cookie] of want) {
+      const key = encodePodAddress(ip);
+      wanted.set(key.toString('hex'), { key, cookie });
+    }
+    const stale: Buffer[] = [];
+    for (let k = this.n.mapNextKey(this.maps.pod_addrs, null); k; k = this.n.mapNextKey(this.maps.pod_addrs, k)) {
+      if (!wanted.has(k.toString('hex'))) stale.push(k);
+    }
+    if (opts.prune ?? true) for (const k of stale) this.n.mapDelete(this.maps.pod_addrs, k);
+    for (const { key, cookie } of wanted.values()) {
+      const v = this.n.mapLookup(this.maps.pod_addrs, key);
+      if (!v || v.readBigUInt64LE(0) !== cookie) this.n.mapUpdate(this.maps.pod_addrs, key, encodeU64(cookie), BPF_ANY);
+    }
   }
 
   /** Closes this process's handles; the pinned datapath keeps working. */

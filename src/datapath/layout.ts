@@ -1,6 +1,7 @@
 // Codecs for the map keys and values of bpf/accel_maps.h. The offsets here
 // are checked against the BTF of the object at open (checkLayouts), so the
 // two languages cannot drift apart silently (docs/design.md 5.9).
+import { isIPv4, isIPv6 } from 'node:net';
 import type { StructLayout } from './native.js';
 
 import { BTF_ENUMS } from './btf.generated.js';
@@ -51,6 +52,9 @@ export const COUNTER_TS_NAMES = {
   ACCEL_CNT_FALLBACK_SIDECAR_ONLY: 'fallbackSidecarOnly',
   ACCEL_CNT_FALLBACK_MEMORY_PRESSURE: 'fallbackMemoryPressure',
   ACCEL_CNT_TCP_HELD_BACK: 'tcpHeldBack',
+  ACCEL_CNT_FALLBACK_MAP_FULL: 'fallbackMapFull',
+  ACCEL_CNT_FALLBACK_SOCKET_BUSY: 'fallbackSocketBusy',
+  ACCEL_CNT_FALLBACK_INSERT_FAILED: 'fallbackInsertFailed',
 } as const satisfies Record<CounterEnumerator, string>;
 
 export type CounterName = (typeof COUNTER_TS_NAMES)[CounterEnumerator];
@@ -112,6 +116,10 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
       { name: 'btf_anchor', offset: 16, size: 0 },
     ],
   },
+  accel_pod_addr: {
+    size: 16,
+    members: [{ name: 'ip', offset: 0, size: 16 }],
+  },
   accel_peer_info: {
     size: 16,
     members: [
@@ -152,6 +160,43 @@ export function encodeU64(v: bigint): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(v);
   return b;
+}
+
+/**
+ * struct accel_pod_addr: an IP address as the kernel keys sockets, IPv6
+ * bytes, IPv4 v4-mapped (::ffff:a.b.c.d). Throws RangeError for anything
+ * that is not one IP address.
+ */
+export function encodePodAddress(ip: string): Buffer {
+  const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_pod_addr!.size);
+  const v4 = (text: string, at: number) => {
+    text.split('.').forEach((o, i) => { b[at + i] = Number(o); });
+  };
+  if (isIPv4(ip)) {
+    b.writeUInt16BE(0xffff, 10);
+    v4(ip, 12);
+    return b;
+  }
+  if (!isIPv6(ip) || ip.includes('%')) throw new RangeError(`not an IP address: ${JSON.stringify(ip)}`);
+  // A dotted IPv4 tail (::ffff:1.2.3.4) is two groups.
+  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(ip);
+  const head = tail ? ip.slice(0, -tail[1]!.length) + '0:0' : ip;
+  const [left = '', right] = head.split('::');
+  const groups = (t: string) => (t === '' ? [] : t.split(':'));
+  const l = groups(left);
+  const r = right === undefined ? [] : groups(right);
+  const all = [...l, ...Array<string>(8 - l.length - r.length).fill('0'), ...r];
+  all.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), 2 * i));
+  if (tail) v4(tail[1]!, 12);
+  return b;
+}
+
+/** The text of a struct accel_pod_addr (IPv4 for a v4-mapped address). */
+export function decodePodAddress(b: Buffer): string {
+  expectLength('struct accel_pod_addr', b, EXPECTED_LAYOUTS.accel_pod_addr!.size);
+  if (b.subarray(0, 10).every((x) => x === 0) && b.readUInt16BE(10) === 0xffff) return Array.from(b.subarray(12)).join('.');
+  const full = Array.from({ length: 8 }, (_, i) => b.readUInt16BE(2 * i).toString(16)).join(':');
+  return new URL(`http://[${full}]/`).hostname.slice(1, -1); // the shortest form (RFC 5952)
 }
 
 export function encodeU32(v: number): Buffer {

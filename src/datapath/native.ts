@@ -32,7 +32,8 @@ export interface ProgInfo { id: number; type: number; name: string }
 export interface LinkInfo { id: number; progId: number; type: number; cgroupId?: bigint }
 
 export interface NativeAddon {
-  loadObject(path: string): LoadedObject;
+  /** Loads an object; `maxEntries` sizes its maps by name before they are created. */
+  loadObject(path: string, maxEntries?: Record<string, number>): LoadedObject;
   /** A struct's layout in an object's BTF (a path) or in BTF the kernel holds (an id: a map's btfId). */
   structLayout(btf: string | number, structName: string): StructLayout;
   /** An enum's enumerators in declaration order, or null when that BTF has none of that name. */
@@ -58,6 +59,8 @@ export interface NativeAddon {
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
   mapNextKey(fd: number, key: Buffer | null): Buffer | null;
+  /** Keys in the map, walked in C (one syscall per key); at most its max_entries. */
+  mapKeyCount(fd: number): number;
   possibleCpus(): number;
   netnsCookie(nsPath: string): bigint;
   /** Every interface address of the netns at nsPath (getifaddrs there), as inet_ntop writes them. */

@@ -7,13 +7,19 @@ import { decide, type Rule } from '../policy/policy.js';
 import { netnsCookieOfPath, netnsCookieOfPid } from '../datapath/netns.js';
 import type { NetnsPolicy } from '../datapath/layout.js';
 import type { Namespace, Workload } from '../workloads/workload.js';
-import { netnsRefText } from '../workloads/workload.js';
+import { netnsRefText, podAddressesOf } from '../workloads/workload.js';
 import { PodNetnsScan } from '../workloads/pod-netns.js';
 
 export interface KernelTarget {
   enable(cookie: bigint, opts: { excludePorts: number[]; crossPod: boolean }): void;
   disable(cookie: bigint): boolean;
   enabledNetns(): Map<bigint, NetnsPolicy>;
+  /**
+   * The node's pod addresses (address -> its pod's netns cookie); with
+   * `prune` false, addresses not in `want` are kept. Absent for a target
+   * that cannot hold them.
+   */
+  setPodAddresses?(want: ReadonlyMap<string, bigint>, opts: { prune: boolean }): void;
 }
 
 export type WorkloadState = 'enabled' | 'disabled' | 'error';
@@ -100,6 +106,8 @@ export function reconcileOnce(
   const statuses: WorkloadStatus[] = [];
   const want = new Map<bigint, { ports: number[]; known: (boolean | undefined)[]; owners: WorkloadStatus[] }>();
   const keepOff = new Set<bigint>();
+  /** Each pod address with the netns cookies of the workloads claiming it. */
+  const claims = new Map<string, Set<bigint>>();
   let errors = 0;
 
   for (const w of desired.workloads) {
@@ -121,6 +129,7 @@ export function reconcileOnce(
       continue;
     }
     st.netnsCookie = cookie.toString();
+    for (const ip of podAddressesOf(w)) claims.set(ip, (claims.get(ip) ?? new Set()).add(cookie));
     if (!d.enabled) { keepOff.add(cookie); continue; }
     const entry = want.get(cookie) ?? { ports: d.excludePorts, known: [], owners: [] };
     entry.known.push(w.meshKnown);
@@ -148,6 +157,18 @@ export function reconcileOnce(
       errors++;
       for (const o of e.owners) { o.state = 'error'; o.error = `enabling: ${(err as Error).message}`; }
     }
+  }
+  // An address two netns claim is unique to neither: left out, its keys stay netns-scoped (I1).
+  const podAddresses = new Map<string, bigint>();
+  for (const [ip, cookies] of claims) {
+    if (cookies.size === 1) podAddresses.set(ip, [...cookies][0]!);
+    else log.warn({ address: ip, netnsCookies: [...cookies].map(String) }, 'a pod address claimed by two network namespaces: not treated as a pod address');
+  }
+  try {
+    target.setPodAddresses?.(podAddresses, { prune: desired.complete !== false });
+  } catch (err) {
+    errors++;
+    log.error({ err: (err as Error).message }, 'updating the pod addresses failed');
   }
   for (const cookie of actual.keys()) {
     if (want.has(cookie)) continue;

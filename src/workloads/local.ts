@@ -11,6 +11,7 @@ export function localWorkloads(c: AgentConfig): Workload[] {
     annotations: w.annotations,
     labels: w.labels,
     netns: w.netns !== undefined ? { path: w.netns } : { pid: w.pid! },
+    ips: w.ips,
     source: 'local' as const,
   }));
 }

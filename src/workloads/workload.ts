@@ -15,6 +15,11 @@ export interface Workload {
   annotations: Record<string, string>;
   labels: Record<string, string>;
   netns: NetnsRef;
+  /**
+   * The workload's own IPs when its netns is not found by them (a local
+   * workload's config); a Kubernetes pod's are in `netns`.
+   */
+  ips?: string[];
   /** A hostNetwork pod shares the node's netns: never a candidate. */
   hostNetwork?: boolean;
   /** Istio revision (label istio.io/rev): selects the istio-<rev> mesh config. */
@@ -37,6 +42,12 @@ export interface Namespace {
   name: string;
   annotations: Record<string, string>;
   labels: Record<string, string>;
+}
+
+/** The addresses a workload's pod owns: its pod IPs (none for a hostNetwork pod, whose address is the node's). */
+export function podAddressesOf(w: Workload): string[] {
+  if (w.hostNetwork) return [];
+  return 'podUid' in w.netns ? w.netns.ips : w.ips ?? [];
 }
 
 export function netnsRefText(n: NetnsRef): string {

@@ -61,12 +61,14 @@ workloads:
   - name: pod-a
     namespace: shop
     netns: ${pair.a.netnsPath}
+    ips: [${pair.a.ip4}, "${pair.a.ip6}"]
     annotations:
       ${SIDECAR}
       proxy.istio.io/config: '{"proxyMetadata":{"SIDECAR_ACCEL":"${o.podA ?? 'true'}"}}'
   - name: pod-b
     namespace: shop
     netns: ${pair.b.netnsPath}
+    ips: [${pair.b.ip4}, "${pair.b.ip6}"]
     annotations:
       ${SIDECAR}
       sidecar-accel.io/exclude-ports: "9999"
@@ -200,6 +202,12 @@ workloads:
       assert.match(text, new RegExp(`^# TYPE ${name} (counter|gauge)$`, 'm'), name);
     }
     assert.match(text, /^sidecar_accel_workloads\{state="enabled"\} 2$/m);
+    // Map fill: the default sizes, and the two pods' four IPs known as pod addresses.
+    assert.match(text, /^sidecar_accel_map_max_entries\{map="sock_hash"\} 65536$/m);
+    assert.match(text, /^sidecar_accel_map_max_entries\{map="peer_info"\} 131072$/m);
+    assert.match(text, /^sidecar_accel_map_entries\{map="sock_hash"\} \d+$/m);
+    assert.match(text, /^sidecar_accel_map_entries\{map="pod_addrs"\} 4$/m);
+    assert.match(text, /^sidecar_accel_fallbacks_total\{reason="map_full"\} \d+$/m);
     await stopAgent(agent, 'SIGTERM');
   });
 

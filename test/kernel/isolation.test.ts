@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { useMesh, PeerProcess, caseScript } from './mesh.js';
 import { kernelSkip } from './gate.js';
+import { sockHashKeys, describeKey } from './keys.js';
 
 describe('isolation', { skip: kernelSkip }, () => {
   const mesh = useMesh({ label: 'iso', enable: false });
@@ -26,6 +27,53 @@ describe('isolation', { skip: kernelSkip }, () => {
     } finally {
       mesh().dp.disable(mesh().cookieA);
       mesh().dp.disable(mesh().cookieB);
+    }
+  });
+
+  test('two pods using the same [::6] 4-tuple and sequence numbers at once (cross-pod on): each pod\'s bytes reach only its own sockets', async () => {
+    // Istio's IPv6 inbound passthrough source is ::6 in every pod. Both pods
+    // also get the same server address and the same handshake sequence
+    // numbers (see sockcases.py same-v6-tuple), so only the key's scope tells
+    // the two connections apart. Pod b's client reads blocking and is never
+    // registered; its server is, first. Pod a's two ends come second: with a
+    // node-wide key its client would find pod b's server as its peer.
+    const server6 = 'fd00:5ca1:e::6';
+    const m = mesh();
+    m.enableAll();
+    m.dp.setConfig({ crossPod: true, keepaliveIdleSeconds: 0 });
+    const pods = [m.a, m.b];
+    try {
+      for (const pod of pods) {
+        await pod.exec('ip', ['-6', 'addr', 'add', `${server6}/128`, 'dev', 'lo', 'nodad']);
+        await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_syncookies=2']);
+      }
+      const before = m.counters();
+      const beforeA = m.dp.netnsCounters(m.cookieA)!;
+      const pb = m.startCase(m.b, 'same-v6-tuple', 9510, { CASE_TAG: 'bbbb', CASE_SERVER6: server6, CASE_BLOCKING: '1' });
+      await pb.waitFor((o) => o.event === 'connected');
+      const pa = m.startCase(m.a, 'same-v6-tuple', 9510, { CASE_TAG: 'AAAA', CASE_SERVER6: server6 });
+      await pa.waitFor((o) => o.event === 'connected');
+      // Both connections are live now: same addresses, ports and sequence numbers.
+      const clients = [...sockHashKeys(m)].filter((k) => k.clientIp === '::6' && k.clientPort === 40000);
+      assert.equal(new Set(clients.map((k) => `${k.clientSeq}/${k.serverSeq}`)).size, 1, `the two pods' connections share their sequence numbers: ${clients.map(describeKey).join('; ')}`);
+      pa.child.kill('SIGUSR1');
+      pb.child.kill('SIGUSR1');
+      for (const p of [pa, pb]) {
+        await p.finished();
+        assert.deepEqual(p.objects.find((o) => o.case)?.result, { serverGotOwn: true, clientGotOwn: true }, `pod ${p === pa ? 'a' : 'b'}: ${p.errorOutput}`);
+      }
+      const after = m.counters();
+      assert.equal(after.fallbackKeyConflict - before.fallbackKeyConflict, 0n, 'a key was taken by the other pod\'s connection');
+      assert.equal(m.dp.netnsCounters(m.cookieA)!.socketsPaired - beforeA.socketsPaired, 2n, 'pod a\'s connection was paired');
+      assert.equal(clients.length, 3, 'pod a\'s two ends and pod b\'s server were registered, each under a key of its own');
+    } finally {
+      m.dp.setConfig({ crossPod: false, keepaliveIdleSeconds: 0 });
+      for (const pod of pods) {
+        await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_syncookies=1']).catch(() => {});
+        await pod.exec('ip', ['-6', 'addr', 'del', `${server6}/128`, 'dev', 'lo']).catch(() => {});
+      }
+      m.dp.disable(m.cookieA);
+      m.dp.disable(m.cookieB);
     }
   });
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { before, after } from 'node:test';
 import { assertKernelAccess } from './gate.js';
-import { Datapath } from '../../src/datapath/datapath.js';
+import { Datapath, type MapCapacity } from '../../src/datapath/datapath.js';
 import { netnsCookieOfPath } from '../../src/datapath/netns.js';
 import type { Counters } from '../../src/datapath/layout.js';
 import { LineProcess } from '../../src/util/lines.js';
@@ -26,6 +26,8 @@ export interface MeshOptions {
   crossPod?: boolean;
   enable?: boolean;
   keepaliveIdleSeconds?: number;
+  /** Map sizes of the datapath (default the agent's). */
+  capacity?: MapCapacity;
 }
 
 export class Mesh {
@@ -47,8 +49,11 @@ export class Mesh {
     const pinRoot = `/sys/fs/bpf/${topo.prefix}`;
     let dp: Datapath | undefined;
     try {
-      dp = Datapath.open({ cgroupPath: topo.cgroupDir, pinRoot });
+      dp = Datapath.open({ cgroupPath: topo.cgroupDir, pinRoot, ...(opts.capacity ? { capacity: opts.capacity } : {}) });
       dp.setConfig({ crossPod: opts.crossPod ?? false, keepaliveIdleSeconds: opts.keepaliveIdleSeconds ?? 0 });
+      // The pods' IPs, as the agent knows them: only these pair across pods (I1).
+      dp.setPodAddresses(new Map([[a.ip4, netnsCookieOfPath(a.netnsPath)], [a.ip6, netnsCookieOfPath(a.netnsPath)],
+        [b.ip4, netnsCookieOfPath(b.netnsPath)], [b.ip6, netnsCookieOfPath(b.netnsPath)]]));
       const mesh = new Mesh(topo, a, b, dp, netnsCookieOfPath(a.netnsPath), netnsCookieOfPath(b.netnsPath), pinRoot);
       if (opts.enable ?? true) mesh.enableAll();
       return mesh;

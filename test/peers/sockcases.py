@@ -365,6 +365,59 @@ def case_fixed_tuple(port):
     return {"serverGotOwn": got_s == msg_c, "clientGotOwn": got_c == msg_s}
 
 
+def case_same_v6_tuple(port):
+    """[::6]:40000 -> [CASE_SERVER6]:port, Istio's inbound passthrough source, with
+    the handshake's sequence numbers fixed too: the client's ISN is set through
+    TCP_REPAIR's send-queue sequence before connect(), the server's is a SYN
+    cookie (the test sets tcp_syncookies=2), which depends only on the 4-tuple,
+    the client's ISN and the minute. So two pods with the same addresses build
+    the very same connection. CASE_BLOCKING=1: the client reads blocking, so it
+    is never registered and only its server is. Held open until SIGUSR1, then a
+    tagged exchange each way."""
+    tcp_repair, tcp_repair_queue, tcp_queue_seq, tcp_send_queue, tcp_repair_off_no_wp = 19, 20, 21, 2, -1
+    server = os.environ["CASE_SERVER6"]
+    lst = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((server, port))
+    lst.listen(16)
+    # Teach the datapath how this listener's sockets are read (see probe()).
+    p = socket.create_connection((server, port))
+    p.sendall(b"?")
+    ps, _ = lst.accept()
+    ps.recv(1)
+    ps.sendall(b"!")
+    p.recv(1)
+    p.close()
+    ps.close()
+    c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    c.setsockopt(socket.IPPROTO_TCP, tcp_repair, 1)
+    c.setsockopt(socket.IPPROTO_TCP, tcp_repair_queue, tcp_send_queue)
+    c.setsockopt(socket.IPPROTO_TCP, tcp_queue_seq, 0x5EED0000)
+    c.setsockopt(socket.IPPROTO_TCP, tcp_repair, tcp_repair_off_no_wp)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    c.bind(("::6", 40000))
+    if os.environ.get("CASE_BLOCKING") == "1":
+        c.settimeout(None)
+    c.connect((server, port))
+    s, _ = lst.accept()
+    event("connected")
+    wait_signal()
+    tag = os.environ["CASE_TAG"].encode()
+    msg_c, msg_s = tag * 50000, tag[::-1] * 50000
+    c.sendall(msg_c)
+    s.sendall(msg_s)
+
+    def recv_or_none(sock, n):
+        try:
+            return recv_exact(sock, n)
+        except TimeoutError:
+            return None
+
+    got_s = recv_or_none(s, len(msg_c))
+    got_c = recv_or_none(c, len(msg_s))
+    return {"serverGotOwn": got_s == msg_c, "clientGotOwn": got_c == msg_s}
+
+
 def case_ktls(port):
     """kTLS (AES-GCM-128, fixed test keys) set up after a plaintext exchange, as a TLS
     library does after its handshake; then 1 MiB each way through kTLS."""
@@ -395,6 +448,7 @@ CASES = {
     "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
     "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
+    "same-v6-tuple": case_same_v6_tuple,
 }
 
 if __name__ == "__main__":

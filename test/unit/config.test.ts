@@ -11,8 +11,16 @@ test('an empty file is every default', () => {
   const r = parseConfig('');
   assert.ok(r.ok);
   assert.deepEqual(r.config.api, { listen: '127.0.0.1:15081' });
-  assert.deepEqual(r.config.datapath, { cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto' });
+  assert.deepEqual(r.config.datapath, { cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto', sockHashEntries: 65_536 });
   assert.deepEqual(r.config.workloads, []);
+});
+
+test('map sizes and a local workload\'s pod IPs parse', () => {
+  const r = parseConfig('datapath: {sockHashEntries: 4, peerInfoEntries: 8}\nworkloads: [{name: a, namespace: n, pid: 3, ips: [10.1.2.3, "fd00::6"]}]');
+  assert.ok(r.ok, r.ok ? '' : r.error);
+  assert.equal(r.config.datapath.sockHashEntries, 4);
+  assert.equal(r.config.datapath.peerInfoEntries, 8);
+  assert.deepEqual(r.config.workloads[0]!.ips, ['10.1.2.3', 'fd00::6']);
 });
 
 test('the documented example parses', () => {
@@ -66,6 +74,10 @@ const bad: [string, string, RegExp][] = [
   ['xds address without a port', 'kubernetes: {enabled: true}\nxds: {enabled: true, address: istiod.istio-system.svc}', /xds\.address: expected host:port/],
   ['xds relative CA file', 'xds: {caFile: root-cert.pem}', /xds\.caFile/],
   ['xds quiet period of zero', 'xds: {noAnswerSeconds: 0}', /xds\.noAnswerSeconds/],
+  ['empty sock_hash', 'datapath: {sockHashEntries: 0}', /datapath\.sockHashEntries/],
+  ['sock_hash past the cap', 'datapath: {sockHashEntries: 100000000}', /datapath\.sockHashEntries/],
+  ['peer_info smaller than sock_hash', 'datapath: {sockHashEntries: 1000, peerInfoEntries: 10}', /datapath\.peerInfoEntries: must be at least sockHashEntries/],
+  ['a pod IP that is not one', 'workloads: [{name: a, namespace: n, pid: 3, ips: [10.1.2]}]', /workloads\.0\.ips\.0/],
 ];
 for (const [name, text, re] of bad) {
   test(`rejected with a precise error: ${name}`, () => {

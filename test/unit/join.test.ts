@@ -74,6 +74,25 @@ test('the reconciler: HBONE off, cross-pod per netns, a shared netns with an unk
   assert.deepEqual(writes, [[3n, { excludePorts: [], crossPod: true }]]);
 });
 
+test('the reconciler publishes each pod address with its netns; one two netns claim, or a hostNetwork pod\'s, is left out', () => {
+  const published: Map<string, bigint>[] = [];
+  const prunes: boolean[] = [];
+  const target: KernelTarget = {
+    enable: () => {}, disable: () => true, enabledNetns: () => new Map(),
+    setPodAddresses: (want, o) => { published.push(new Map(want)); prunes.push(o.prune); },
+  };
+  const k8s = (name: string, ips: string[], extra: Partial<Workload> = {}): Workload => ({ ...pod(name), netns: { podUid: name, ips }, ...extra });
+  const workloads = [
+    k8s('a', ['10.0.0.1', 'fd00::1']), k8s('b', ['10.0.0.2']), k8s('c', ['10.0.0.2']),
+    k8s('h', ['192.168.1.10'], { hostNetwork: true }), { ...local, ips: ['10.0.0.9'] },
+  ];
+  const cookies: Record<string, bigint> = { a: 1n, b: 2n, c: 3n, h: 4n, [local.name]: 5n };
+  reconcileOnce(target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
+  assert.deepEqual([...published[0]!], [['10.0.0.1', 1n], ['fd00::1', 1n], ['10.0.0.9', 5n]]);
+  reconcileOnce(target, { workloads, namespaces: new Map(), meshFor: () => undefined, complete: false }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
+  assert.deepEqual(prunes, [true, false], 'a source still listing removes no address');
+});
+
 function fakeKernel(initial: [bigint, NetnsPolicy][] = []) {
   const writes: [bigint, { excludePorts: number[]; crossPod: boolean }][] = [];
   const disabled: bigint[] = [];

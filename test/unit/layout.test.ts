@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { native, defaultObjectPath } from '../../src/datapath/native.js';
 import { loadRefusal } from '../../src/datapath/datapath.js';
 import {
+  encodePodAddress, decodePodAddress,
   EXPECTED_LAYOUTS, COUNTER_NAMES, layoutMismatches, encodeNetnsPolicy, decodeNetnsPolicy,
   encodeConfig, decodeConfig, addPerCpuCounters, zeroCounters, MAX_EXCLUDE_PORTS, sumPerCpuU64,
   COUNTER_TS_NAMES, counterIndexes, addPerCpuCountersAt, ROLE_CLIENT, ROLE_SERVER, NETNS_ENABLED, NETNS_CROSS_POD,
@@ -130,3 +131,15 @@ test('a value of another length than the codec reads is refused, never decoded',
   assert.throws(() => sumPerCpuU64(Buffer.alloc(8), 2), /per-CPU u64 \(2 CPUs\): 8 bytes, the codec reads 16/);
   assert.equal(sumPerCpuU64(Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]), 2), 3n);
 });
+
+test('pod addresses encode as the kernel keys them: IPv6 bytes, IPv4 v4-mapped; anything else is refused', () => {
+  assert.equal(encodePodAddress('10.44.0.2').toString('hex'), '00000000000000000000ffff0a2c0002');
+  assert.equal(encodePodAddress('fd44::1').toString('hex'), 'fd440000000000000000000000000001');
+  assert.equal(encodePodAddress('::6').toString('hex'), '00000000000000000000000000000006');
+  assert.equal(encodePodAddress('1:2:3:4:5:6:7:8').toString('hex'), '00010002000300040005000600070008');
+  assert.equal(encodePodAddress('::ffff:10.1.2.3').toString('hex'), encodePodAddress('10.1.2.3').toString('hex'));
+  assert.equal(encodePodAddress('64:ff9b::1.2.3.4').toString('hex'), '0064ff9b000000000000000001020304');
+  for (const ip of ['10.44.0.2', 'fd44::1', '::6', '1:2:3:4:5:6:7:8', '2001:db8::']) assert.equal(decodePodAddress(encodePodAddress(ip)), ip);
+  for (const bad of ['', '10.1.2', 'fd44::1::2', 'fe80::1%eth0', 'host', '10.0.0.256']) assert.throws(() => encodePodAddress(bad), RangeError, bad);
+});
+

@@ -1,0 +1,18 @@
+// Sizes of the maps that bound how many sockets can be paired at once: the
+// defaults of the BPF object, kept apart so the config schema can name them
+// without loading the datapath.
+
+/** sock_hash: sockets registered at once. */
+export const DEFAULT_SOCK_HASH_ENTRIES = 65_536;
+/** peer_info: twice sock_hash, room for entries a missed delete leaves until the agent sweeps them. */
+export const DEFAULT_PEER_INFO_ENTRIES = 2 * DEFAULT_SOCK_HASH_ENTRIES;
+/** The most entries the agent asks of one map (a peer_info entry takes about 100 bytes, preallocated). */
+export const MAX_MAP_ENTRIES = 1 << 23;
+
+/** Sizes set before a new generation's maps are created; an adopted generation keeps its own. */
+export interface MapCapacity {
+  /** Sockets registered at once (each meshed connection uses up to six). */
+  sockHash?: number;
+  /** One entry per registered socket (struct accel_peer_info); default max(DEFAULT_PEER_INFO_ENTRIES, 2 x sockHash). */
+  peerInfo?: number;
+}
