@@ -40,6 +40,6 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 COPY --from=build /src/native/build/Release/sidecar_accel_native.node ./native/build/Release/
-COPY --from=build /src/build/bpf/sidecar_accel.bpf.o ./build/bpf/
+COPY --from=build /src/build/bpf/sidecar_accel.bpf.o /src/build/bpf/conns_iter.bpf.o ./build/bpf/
 ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
 CMD ["agent", "--config", "/etc/sidecar-accel/config.yaml"]

@@ -56,6 +56,8 @@ Napi::Error ErrnoError(Napi::Env env, const std::string &op, int err, const std:
 
 int DupCloexec(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }
 
+int FdArg(const Napi::CallbackInfo &info, size_t i);
+
 enum bpf_attach_type AttachType(Napi::Env env, const std::string &name) {
   if (name == "cgroup_sock_ops") return BPF_CGROUP_SOCK_OPS;
   if (name == "sk_msg_verdict") return BPF_SK_MSG_VERDICT;
@@ -110,6 +112,109 @@ Napi::Value LoadObject(const Napi::CallbackInfo &info) {
   out.Set("maps", maps);
   out.Set("progs", progs);
   return out;
+}
+
+// iterLink(objPath, progName, reuse: {mapName: fd}) -> link fd of a BPF
+// iterator. The object's maps named in `reuse` are the given (pinned) maps
+// (bpf_map__reuse_fd before load), so the iterator reads another object's
+// state; the object itself is closed once linked (the link holds the program).
+Napi::Value IterLink(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsString() || !info[2].IsObject()) {
+    throw Napi::TypeError::New(env, "iterLink(objPath: string, progName: string, reuse: {map: fd})");
+  }
+  std::string path = info[0].As<Napi::String>();
+  std::string prog_name = info[1].As<Napi::String>();
+  Napi::Object reuse = info[2].As<Napi::Object>();
+  g_libbpf_log.clear();
+  struct bpf_object *obj = bpf_object__open_file(path.c_str(), nullptr);
+  int err = libbpf_get_error(obj);
+  if (err) throw ErrnoError(env, "bpf_object__open_file", err, path);
+  Napi::Array names = reuse.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string name = names.Get(i).As<Napi::String>();
+    Napi::Value fdv = reuse.Get(name);
+    struct bpf_map *map = bpf_object__find_map_by_name(obj, name.c_str());
+    if (!map || !fdv.IsNumber()) {
+      bpf_object__close(obj);
+      throw ErrnoError(env, "bpf_object__find_map_by_name", ENOENT, name + " in " + path);
+    }
+    err = bpf_map__reuse_fd(map, fdv.As<Napi::Number>().Int32Value());
+    if (err) {
+      bpf_object__close(obj);
+      throw ErrnoError(env, "bpf_map__reuse_fd", err, name);
+    }
+  }
+  struct bpf_program *prog = bpf_object__find_program_by_name(obj, prog_name.c_str());
+  if (!prog) {
+    bpf_object__close(obj);
+    throw ErrnoError(env, "bpf_object__find_program_by_name", ENOENT, prog_name + " in " + path);
+  }
+  err = bpf_object__load(obj);
+  if (err) {
+    bpf_object__close(obj);
+    throw ErrnoError(env, "bpf_object__load", err, path);
+  }
+  int link = bpf_link_create(bpf_program__fd(prog), 0, BPF_TRACE_ITER, nullptr);
+  int saved = errno;
+  bpf_object__close(obj);
+  if (link < 0) throw ErrnoError(env, "bpf_link_create(BPF_TRACE_ITER)", saved, prog_name);
+  g_libbpf_log.clear();
+  return Napi::Number::New(env, link);
+}
+
+// iterRead(linkFd, netnsPath | null) -> Buffer of everything the iterator
+// writes. A netns-scoped iterator (iter/tcp) lists the netns it is created
+// in: with a path, this thread enters that netns just for bpf_iter_create
+// and returns (aborting if it cannot: nothing may run in the wrong netns).
+Napi::Value IterRead(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int link = FdArg(info, 0);
+  g_libbpf_log.clear();
+  int iter;
+  if (info[1].IsString()) {
+    std::string path = info[1].As<Napi::String>();
+    int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (target < 0) throw ErrnoError(env, "open netns", errno, path);
+    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0) {
+      int e = errno;
+      close(target);
+      throw ErrnoError(env, "open own netns", e);
+    }
+    if (setns(target, CLONE_NEWNET)) {
+      int e = errno;
+      close(target);
+      close(self);
+      throw ErrnoError(env, "setns", e, path);
+    }
+    iter = bpf_iter_create(link);
+    int e = errno;
+    if (setns(self, CLONE_NEWNET)) abort();
+    close(target);
+    close(self);
+    if (iter < 0) throw ErrnoError(env, "bpf_iter_create", e, path);
+  } else if (info[1].IsNull() || info[1].IsUndefined()) {
+    iter = bpf_iter_create(link);
+    if (iter < 0) throw ErrnoError(env, "bpf_iter_create", errno);
+  } else {
+    throw Napi::TypeError::New(env, "netns path must be a string or null");
+  }
+  std::vector<uint8_t> out;
+  uint8_t buf[16384];
+  for (;;) {
+    ssize_t n = read(iter, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(iter);
+      throw ErrnoError(env, "read(bpf iterator)", e);
+    }
+    if (n == 0) break;
+    out.insert(out.end(), buf, buf + n);
+  }
+  close(iter);
+  return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
 }
 
 // The BTF of a compiled object (a path) or one the kernel holds (a BTF id, as
@@ -656,6 +761,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt));
   libbpf_set_print(CollectLibbpfLog);
   exports.Set("loadObject", Napi::Function::New(env, LoadObject));
+  exports.Set("iterLink", Napi::Function::New(env, IterLink));
+  exports.Set("iterRead", Napi::Function::New(env, IterRead));
   exports.Set("structLayout", Napi::Function::New(env, StructLayout));
   exports.Set("enumValues", Napi::Function::New(env, EnumValues));
   exports.Set("objPin", Napi::Function::New(env, ObjPin));

@@ -19,7 +19,8 @@ import type { XdsHealth } from '../workloads/xds.js';
 import { buildSources, sourcesChanged, startSources, stopSources, type Sources } from './sources.js';
 import { joinMesh } from '../workloads/join.js';
 import { AgentMetrics } from '../api/metrics.js';
-import { buildApi } from '../api/server.js';
+import { buildApi, ConnsQueryError } from '../api/server.js';
+import { collectConns, ConnsError, UnknownPodError, type ConnsReport } from '../conns/kernel.js';
 import {
   StartupError, checkCapabilities, checkHostCgroupRoot, checkKernel, checkNoForeignSockops, resolveCgroup,
 } from './checks.js';
@@ -168,6 +169,7 @@ export class Agent {
       },
       workloads: () => this.workloads(),
       stats: () => this.stats(),
+      conns: (pod) => this.conns(pod),
     }, this.metrics);
     await this.api.listen({ host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) });
     this.log.info({ listen }, 'API listening');
@@ -311,6 +313,22 @@ export class Agent {
         namespace: w.namespace, name: w.name, counters: w.netnsCookie ? this.dp.netnsCounters(BigInt(w.netnsCookie)) : null,
       })),
     };
+  }
+
+  /** The enabled pods' connections, read from the kernel now, named by this agent's workloads. */
+  conns(pod?: string): ConnsReport {
+    const names = new Map<bigint, string>();
+    for (const w of this.workloads()) if (w.netnsCookie && w.enabled) names.set(BigInt(w.netnsCookie), `${w.namespace}/${w.name}`);
+    try {
+      return collectConns({
+        pinRoot: path.dirname(this.dp.pinDir), cgroupPath: this.dp.cgroupPath, procRoot: this.config.kubernetes.hostProc,
+        podOf: (c) => names.get(c) ?? null, ...(pod ? { pod } : {}),
+      });
+    } catch (e) {
+      if (e instanceof UnknownPodError) throw new ConnsQueryError(e.message, 404);
+      if (e instanceof ConnsError) throw new ConnsQueryError(e.message, 503);
+      throw e;
+    }
   }
 
   /** Stops serving; the datapath stays pinned and working (hitless restart). */

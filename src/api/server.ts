@@ -6,19 +6,26 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { AgentMetrics } from './metrics.js';
 import type { Counters } from '../datapath/layout.js';
 import type { WorkloadStatus } from '../reconcile/reconciler.js';
+import type { ConnsReport } from '../conns/kernel.js';
+import { toJson } from '../util/json.js';
 
 export interface ApiState {
   ready(): { ready: boolean; reason?: string };
   workloads(): WorkloadStatus[];
+  /** Connections of the enabled pods (all, or those with an end in pod "namespace/name"); throws ConnsQueryError for an unknown pod or unreadable state. */
+  conns(pod?: string): ConnsReport;
   stats(): { node: Counters; generation: string; attached: boolean; crossPod: boolean; xds: XdsHealth | null; workloads: { namespace: string; name: string; counters: Counters | null }[] };
 }
 
-const ROUTES = ['/healthz', '/readyz', '/metrics', '/v1/workloads', '/v1/stats'];
+const ROUTES = ['/healthz', '/readyz', '/metrics', '/v1/workloads', '/v1/stats', '/v1/conns'];
 
-/** JSON with bigint counters as numbers (exact up to 2^53) and strings beyond. */
-function toJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? (x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x.toString()) : x));
+/** A /v1/conns query the agent cannot answer: 404 for a pod it does not know, 503 when the kernel state cannot be read; with the message. */
+export class ConnsQueryError extends Error {
+  constructor(message: string, readonly status: 404 | 503 = 404) {
+    super(message);
+  }
 }
+
 
 export function buildApi(state: ApiState, metrics: AgentMetrics): FastifyInstance {
   const app = Fastify({ logger: false, bodyLimit: 1024, return503OnClosing: true });
@@ -31,6 +38,19 @@ export function buildApi(state: ApiState, metrics: AgentMetrics): FastifyInstanc
   app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   app.get('/v1/workloads', async (_req, reply) => reply.type('application/json').send(json({ workloads: state.workloads() })));
   app.get('/v1/stats', async (_req, reply) => reply.type('application/json').send(json(state.stats())));
+  app.get('/v1/conns', async (req, reply) => {
+    const q = req.query as Record<string, unknown>;
+    const pod = q.pod;
+    if (pod !== undefined && (typeof pod !== 'string' || !/^[^/\s]+\/[^/\s]+$/.test(pod))) {
+      return reply.code(400).type('application/json').send(json({ error: 'pod takes NAMESPACE/NAME, once' }));
+    }
+    try {
+      return await reply.type('application/json').send(json(state.conns(pod)));
+    } catch (e) {
+      if (e instanceof ConnsQueryError) return reply.code(e.status).type('application/json').send(json({ error: e.message }));
+      throw e;
+    }
+  });
   for (const url of ROUTES) {
     app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url, handler: async (_req, reply) =>
       reply.code(405).header('allow', 'GET, HEAD').type('application/json').send(json({ error: 'read-only API: only GET and HEAD' })) });

@@ -15,6 +15,8 @@ const USAGE = `usage: sidecar-accel <command> [options]
 commands:
   agent --config FILE               the node service (see README: config reference)
   status [--config FILE] [--json]   what is attached, which netns are enabled, counters (from the pins)
+  conns [--config FILE] [--pod NS/NAME] [--json]
+                                    the TCP connections of enabled pods: each direction redirected or on TCP, and why
   uninstall [--config FILE]         detach and unpin every generation; live connections keep working
   explain --pod FILE [--namespace FILE] [--mesh FILE] [--json]
                                     would this pod be accelerated, and which rule decided
@@ -32,16 +34,16 @@ lab commands (a source checkout only, as root; not in the agent image):
 /** Set by the commands that clean up on Ctrl-C (demo, bench): what fails after it is the cleanup's echo. */
 let interrupted: () => boolean = () => false;
 
-/** Pin root and cgroup from a config file, or the defaults. */
-async function datapathLocation(configFile: string | undefined): Promise<{ pinRoot: string; cgroup: string }> {
+/** Pin root, cgroup, the agent's API address and the host's /proc from a config file, or the defaults. */
+async function datapathLocation(configFile: string | undefined): Promise<{ pinRoot: string; cgroup: string; api: string; hostProc: string }> {
   if (!configFile) {
     const { DEFAULT_PIN_ROOT } = await import('../datapath/datapath.js');
-    return { pinRoot: DEFAULT_PIN_ROOT, cgroup: resolveCgroup('auto') };
+    return { pinRoot: DEFAULT_PIN_ROOT, cgroup: resolveCgroup('auto'), api: '127.0.0.1:15081', hostProc: '/proc' };
   }
   const { loadConfigFile } = await import('../config/load.js');
   const c = loadConfigFile(configFile);
   if (!c.ok) throw new StartupError(c.error);
-  return { pinRoot: c.config.datapath.pinDir, cgroup: resolveCgroup(c.config.datapath.cgroup) };
+  return { pinRoot: c.config.datapath.pinDir, cgroup: resolveCgroup(c.config.datapath.cgroup), api: c.config.api.listen, hostProc: c.config.kubernetes.hostProc };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -67,6 +69,27 @@ async function main(argv: string[]): Promise<number> {
       const { datapathStatus, statusText } = await import('./status.js');
       const gens = datapathStatus(pinRoot, cgroup);
       process.stdout.write(v.json ? JSON.stringify({ pinRoot, cgroup, generations: gens }, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x)) + '\n' : statusText(gens, pinRoot));
+      return 0;
+    }
+    case 'conns': {
+      const v = parseOptions(rest, { config: { type: 'string' }, pod: { type: 'string' }, json: { type: 'boolean', default: false } });
+      if (v.pod !== undefined && !/^[^/\s]+\/[^/\s]+$/.test(v.pod)) {
+        throw new UsageError(`conns: --pod takes NAMESPACE/NAME, got ${JSON.stringify(v.pod)}`);
+      }
+      const loc = await datapathLocation(v.config);
+      const [{ collectConns, ConnsError }, { connsText }, { podNamesFromAgent }, { toJson }] = await Promise.all([
+        import('../conns/kernel.js'), import('../conns/connections.js'), import('../conns/pod-names.js'), import('../util/json.js'),
+      ]);
+      const names = await podNamesFromAgent(loc.api);
+      let report;
+      try {
+        report = collectConns({ pinRoot: loc.pinRoot, cgroupPath: loc.cgroup, procRoot: loc.hostProc, podOf: (c) => names.byCookie.get(c) ?? null, ...(v.pod ? { pod: v.pod } : {}) });
+      } catch (e) {
+        if (e instanceof ConnsError) throw new StartupError(e.message + (names.unavailable && v.pod ? ` (${names.unavailable})` : ''));
+        throw e;
+      }
+      if (names.unavailable) report.problems.push(`pods are shown by netns cookie: ${names.unavailable}`);
+      process.stdout.write(v.json ? toJson(report) + '\n' : connsText(report.connections, report.pods, report.problems));
       return 0;
     }
     case 'uninstall': {

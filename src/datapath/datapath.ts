@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  BPF_ANY, BPF_NOEXIST, defaultObjectPath, isNativeError, native, type NativeAddon,
+  BPF_ANY, BPF_NOEXIST, connsIterObjectPath, defaultObjectPath, isNativeError, native, type NativeAddon,
 } from './native.js';
 import {
   EXPECTED_LAYOUTS, addPerCpuCountersAt, counterIndexes, sumPerCpuU64, decodeConfig, decodeNetnsPolicy,
@@ -590,6 +590,24 @@ export class Datapath {
       const v = this.n.mapLookup(this.maps.pod_addrs, key);
       if (!v || v.readBigUInt64LE(0) !== cookie) this.n.mapUpdate(this.maps.pod_addrs, key, encodeU64(cookie), BPF_ANY);
     }
+  }
+
+  /**
+   * Links the connection iterator (bpf/conns_iter.bpf.c) to this generation's
+   * per-socket state: the link's fd, for iterRead; the caller closes it.
+   * Refused when this generation's struct sock_state (its map's own BTF)
+   * differs from the iterator's copy of it.
+   */
+  connsIterator(objPath: string = connsIterObjectPath): number {
+    this.live();
+    const btfId = this.n.mapInfo(this.maps.sock_state).btfId;
+    if (btfId === 0) throw new GenerationLayoutError(`generation ${this.generation}: its sock_state map carries no BTF, so its per-socket state cannot be read`);
+    const theirs = this.n.structLayout(btfId, 'sock_state');
+    const ours = this.n.structLayout(objPath, 'sock_state');
+    if (JSON.stringify(theirs) !== JSON.stringify(ours)) {
+      throw new GenerationLayoutError(`generation ${this.generation} keeps another struct sock_state than ${path.basename(objPath)} reads (${JSON.stringify(theirs)} vs ${JSON.stringify(ours)})`);
+    }
+    return this.n.iterLink(objPath, 'conns_tcp', { sock_state: this.maps.sock_state });
   }
 
   /** Closes this process's handles; the pinned datapath keeps working. */

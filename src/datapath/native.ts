@@ -34,6 +34,13 @@ export interface LinkInfo { id: number; progId: number; type: number; cgroupId?:
 export interface NativeAddon {
   /** Loads an object; `maxEntries` sizes its maps by name before they are created. */
   loadObject(path: string, maxEntries?: Record<string, number>): LoadedObject;
+  /**
+   * Loads a BPF iterator object with its maps named in `reuse` replaced by
+   * those (e.g. pinned) maps, and links program `progName`: the link's fd.
+   */
+  iterLink(objPath: string, progName: string, reuse: Record<string, number>): number;
+  /** Everything the iterator writes, created inside the netns at `netnsPath` (null: this process's). */
+  iterRead(linkFd: number, netnsPath: string | null): Buffer;
   /** A struct's layout in an object's BTF (a path) or in BTF the kernel holds (an id: a map's btfId). */
   structLayout(btf: string | number, structName: string): StructLayout;
   /** An enum's enumerators in declaration order, or null when that BTF has none of that name. */
@@ -107,6 +114,8 @@ export const BPF_NOEXIST = 1;
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const addonPath = path.join(repoRoot, 'native/build/Release/sidecar_accel_native.node');
 export const defaultObjectPath = path.join(repoRoot, 'build/bpf/sidecar_accel.bpf.o');
+/** The read-only connection iterator (bpf/conns_iter.bpf.c). */
+export const connsIterObjectPath = path.join(repoRoot, 'build/bpf/conns_iter.bpf.o');
 
 let cached: NativeAddon | undefined;
 

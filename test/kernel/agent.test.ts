@@ -211,6 +211,31 @@ workloads:
     await stopAgent(agent, 'SIGTERM');
   });
 
+  test('conns: the API and the command name the pods from the agent\'s workloads and filter by pod', async () => {
+    const agent = await startAgent(['--skip-self-test']);
+    const transfer = await startTransfer(9811);
+    try {
+      interface Conns { connections: { ends: { pod: string | null; remote: string; sends: { mode: string } }[] }[] }
+      const ofTransfer = (c: Conns) => c.connections.filter((x) => x.ends.some((e) => e.remote === '127.0.0.1:9811'));
+      const viaApi = await api('/v1/conns?pod=shop/pod-a');
+      assert.equal(viaApi.status, 200, viaApi.body);
+      const body = JSON.parse(viaApi.body) as Conns;
+      assert.ok(body.connections.every((c) => c.ends.some((e) => e.pod === 'shop/pod-a')), 'a connection outside the pod');
+      const [conn] = ofTransfer(body);
+      assert.deepEqual(conn?.ends.map((e) => [e.pod, e.sends.mode]), [['shop/pod-a', 'redirected'], ['shop/pod-a', 'idle']]);
+      assert.equal(ofTransfer(JSON.parse((await api('/v1/conns?pod=shop/pod-b')).body) as Conns).length, 0);
+      const unknown = await api('/v1/conns?pod=shop/nope');
+      assert.equal(unknown.status, 404);
+      assert.match(unknown.body, /not an enabled pod/);
+      const cli = await runCli(['conns', '--config', cfgFile, '--pod', 'shop/pod-a', '--json']);
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.deepEqual(ofTransfer(JSON.parse(cli.stdout) as Conns).map((c) => c.ends.map((e) => e.pod)), [['shop/pod-a', 'shop/pod-a']]);
+    } finally {
+      assert.equal((await finishTransfer(transfer)).intact, true);
+      await stopAgent(agent, 'SIGTERM');
+    }
+  });
+
   test('kill -9 during a transfer: the transfer completes intact, the next start adopts, counters keep growing', async () => {
     const agent = await startAgent(['--skip-self-test']);
     const transfer = await startTransfer(9901);

@@ -55,3 +55,19 @@ test('status reads the pins without the agent\'s client libraries', () => {
   assert.ok(!r.own.includes('agent/agent.js'), 'status does not load the agent');
   assertLight('status', r.packages);
 });
+
+test('conns reads the kernel without the agent\'s client libraries; a malformed --pod is a usage error', () => {
+  const dirArg = path.join(dir, 'no-pins');
+  const cfg = path.join(dir, 'conns.yaml');
+  // Nothing pinned there: it stops after loading its modules, with that one line.
+  fs.writeFileSync(cfg, `api:\n  listen: 127.0.0.1:1\ndatapath:\n  pinDir: ${dirArg}\n`);
+  const r = loads(['conns', '--config', cfg]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /nothing pinned under .*no-pins: sidecar-accel is not installed on this node/);
+  assert.ok(r.own.includes('conns/kernel.js'), `conns ran: ${r.stderr}`);
+  assert.ok(!r.own.includes('agent/agent.js'), 'conns does not load the agent');
+  assertLight('conns', r.packages);
+  const bad = loads(['conns', '--pod', 'just-a-name']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--pod takes NAMESPACE\/NAME/);
+});
