@@ -9,10 +9,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Pod } from '../../src/topology/topology.js';
+import type { Pod } from '../../lab/topology/topology.js';
 import { collectConns, type ConnsReport } from '../../src/conns/kernel.js';
 import type { ConnEnd, Connection } from '../../src/conns/connections.js';
-import { PROXY_UID } from '../../src/topology/topology.js';
+import { PROXY_UID } from '../../lab/topology/topology.js';
 import { useMesh, APP_PORT, type Mesh } from './mesh.js';
 import { kernelSkip } from './gate.js';
 

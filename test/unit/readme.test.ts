@@ -16,7 +16,7 @@ const readme = fs.readFileSync(path.join(repo, 'README.md'), 'utf8');
 /** What the agent exports: metric names, and the label values of sidecar_accel_fallbacks_total. */
 async function exported(): Promise<{ names: string[]; reasons: string[] }> {
   const m = new AgentMetrics(() => ({
-    counters: zeroCounters, workloads: () => [], workloadCounters: () => null,
+    counters: zeroCounters, workloads: () => [], workloadCounters: () => null, mapFill: () => [],
     xds: () => ({ state: 'serving', responses: 0, acks: 0, nacks: 0, workloadsOnNode: 0 }),
   }));
   const metrics = await m.registry.getMetricsAsJSON();
