@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #ifndef SO_NETNS_COOKIE
@@ -52,6 +53,33 @@ Napi::Error ErrnoError(Napi::Env env, const std::string &op, int err, const std:
   const char *name = strerrorname_np(err);
   e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
   return e;
+}
+
+// Runs fn() on this thread inside the netns at `path`, then returns to the
+// thread's own netns: fn's result and the errno it left. A thread that cannot
+// return must not go on in the wrong namespace, so that aborts the process.
+template <typename F>
+static auto InNetns(Napi::Env env, const std::string &path, F fn) -> std::pair<decltype(fn()), int> {
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) throw ErrnoError(env, "open netns", errno, path);
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) {
+    int e = errno;
+    close(target);
+    throw ErrnoError(env, "open own netns", e);
+  }
+  if (setns(target, CLONE_NEWNET)) {
+    int e = errno;
+    close(target);
+    close(self);
+    throw ErrnoError(env, "setns", e, path);
+  }
+  auto result = fn();
+  int e = errno;
+  if (setns(self, CLONE_NEWNET)) abort();
+  close(target);
+  close(self);
+  return {result, e};
 }
 
 int DupCloexec(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 3); }
@@ -174,25 +202,8 @@ Napi::Value IterRead(const Napi::CallbackInfo &info) {
   int iter;
   if (info[1].IsString()) {
     std::string path = info[1].As<Napi::String>();
-    int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (target < 0) throw ErrnoError(env, "open netns", errno, path);
-    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (self < 0) {
-      int e = errno;
-      close(target);
-      throw ErrnoError(env, "open own netns", e);
-    }
-    if (setns(target, CLONE_NEWNET)) {
-      int e = errno;
-      close(target);
-      close(self);
-      throw ErrnoError(env, "setns", e, path);
-    }
-    iter = bpf_iter_create(link);
-    int e = errno;
-    if (setns(self, CLONE_NEWNET)) abort();
-    close(target);
-    close(self);
+    auto [fd, e] = InNetns(env, path, [&] { return bpf_iter_create(link); });
+    iter = fd;
     if (iter < 0) throw ErrnoError(env, "bpf_iter_create", e, path);
   } else if (info[1].IsNull() || info[1].IsUndefined()) {
     iter = bpf_iter_create(link);
@@ -581,25 +592,7 @@ Napi::Value PossibleCpus(const Napi::CallbackInfo &info) {
 Napi::Value NetnsCookie(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>();
-  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (target < 0) throw ErrnoError(env, "open netns", errno, path);
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) {
-    int e = errno;
-    close(target);
-    throw ErrnoError(env, "open own netns", e);
-  }
-  if (setns(target, CLONE_NEWNET)) {
-    int e = errno;
-    close(target);
-    close(self);
-    throw ErrnoError(env, "setns", e, path);
-  }
-  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  int sock_err = errno;
-  if (setns(self, CLONE_NEWNET)) abort();
-  close(target);
-  close(self);
+  auto [sock, sock_err] = InNetns(env, path, [] { return socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); });
   if (sock < 0) throw ErrnoError(env, "socket in netns", sock_err, path);
   uint64_t cookie = 0;
   socklen_t len = sizeof(cookie);
@@ -616,26 +609,8 @@ Napi::Value NetnsCookie(const Napi::CallbackInfo &info) {
 Napi::Value NetnsAddresses(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>();
-  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (target < 0) throw ErrnoError(env, "open netns", errno, path);
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) {
-    int e = errno;
-    close(target);
-    throw ErrnoError(env, "open own netns", e);
-  }
-  if (setns(target, CLONE_NEWNET)) {
-    int e = errno;
-    close(target);
-    close(self);
-    throw ErrnoError(env, "setns", e, path);
-  }
   struct ifaddrs *ifa = nullptr;
-  int rc = getifaddrs(&ifa);
-  int ifa_err = errno;
-  if (setns(self, CLONE_NEWNET)) abort();
-  close(target);
-  close(self);
+  auto [rc, ifa_err] = InNetns(env, path, [&] { return getifaddrs(&ifa); });
   if (rc) throw ErrnoError(env, "getifaddrs in netns", ifa_err, path);
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
