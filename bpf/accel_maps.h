@@ -140,4 +140,24 @@ struct accel_counters {
 	enum accel_counter btf_anchor[0];  /* BTF only: zero bytes; names each slot of v */
 };
 
+/*
+ * Per-socket state the datapath keeps with the socket (sk_storage, freed
+ * with it). Here, not in sidecar_accel.bpf.c, because the read-only iterator
+ * of `sidecar-accel conns` (conns_iter.bpf.c) reads the same map.
+ */
+#define SOCK_REGISTERED 1u  /* in sock_hash under key */
+#define SOCK_TX_CLEAN 4u    /* at ESTABLISHED nothing of ours had gone over TCP */
+#define SOCK_PAIRED 8u      /* counting only: first redirect already counted */
+#define SOCK_APP 16u        /* not the sidecar's: its reader is checked at every send (I6) */
+#define SOCK_LEARN 32u      /* accepted, not registered: its first send teaches the listener's style */
+#define SOCK_TURNED_BLOCKING 64u /* its application made it blocking: withdrawn for good */
+#define SOCK_SEEN_NONBLOCKING 128u /* its file was seen O_NONBLOCK (an accepted one may start blocking) */
+
+struct sock_state {
+	struct accel_conn_key key;  /* this end, netns scope */
+	__u64 netns_cookie;
+	__u32 base_write_seq;       /* write_seq at ESTABLISHED */
+	__u32 flags;
+};
+
 #endif

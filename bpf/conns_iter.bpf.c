@@ -24,18 +24,11 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /*
- * A copy of the datapath's per-socket state (bpf/sidecar_accel.bpf.c keeps it
- * private). The agent compares this layout with the BTF of the generation's
- * own sock_state map before reading, so a change there refuses instead of
- * misreading; its flag bits are checked by test/unit/conns.test.ts.
+ * The datapath's sock_state map (struct sock_state, accel_maps.h), reused
+ * from a generation's pins. The agent compares the layout with that
+ * generation's own BTF before reading, so an older layout is refused, not
+ * misread.
  */
-struct sock_state {
-	struct accel_conn_key key;
-	__u64 netns_cookie;
-	__u32 base_write_seq;
-	__u32 flags;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

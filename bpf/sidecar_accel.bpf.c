@@ -59,22 +59,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 __attribute__((section(".comment.variant"), used)) static const char build_variant[] = ACCEL_BUILD_VARIANT;
 #endif
 
-/* Per-socket state kept by the kernel with the socket (freed with it). */
-#define SOCK_REGISTERED 1u  /* in sock_hash under key */
-#define SOCK_TX_CLEAN 4u    /* at ESTABLISHED nothing of ours had gone over TCP */
-#define SOCK_PAIRED 8u      /* counting only: first redirect already counted */
-#define SOCK_APP 16u        /* not the sidecar's: its reader is checked at every send (I6) */
-#define SOCK_LEARN 32u      /* accepted, not registered: its first send teaches the listener's style */
-#define SOCK_TURNED_BLOCKING 64u /* its application made it blocking: withdrawn for good */
-#define SOCK_SEEN_NONBLOCKING 128u /* its file was seen O_NONBLOCK (an accepted one may start blocking) */
-
-struct sock_state {
-	struct accel_conn_key key;  /* this end, netns scope */
-	__u64 netns_cookie;
-	__u32 base_write_seq;       /* write_seq at ESTABLISHED */
-	__u32 flags;
-};
-
 /* Sizes of sock_hash and peer_info: the defaults; the agent sets its own before load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);

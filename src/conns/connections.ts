@@ -2,8 +2,8 @@
 // connection iterator read them, paired into connections, each direction
 // said redirected or on TCP and why. Pure: the kernel reading is in kernel.ts.
 //
-// What the datapath records per socket (bpf/sidecar_accel.bpf.c, struct
-// sock_state) is a key, flags and the write sequence at ESTABLISHED. So:
+// What the datapath records per socket (struct sock_state, bpf/accel_maps.h)
+// is a key, flags and the write sequence at ESTABLISHED. So:
 // - a direction is on TCP iff its sender's write_seq moved past that base
 //   (I2: the kernel's own sequence space), or it was never registered;
 // - why a never-registered socket stays on TCP is recorded (its flags);

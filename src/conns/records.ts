@@ -4,8 +4,8 @@
 import type { StructLayout } from '../datapath/native.js';
 
 /**
- * The datapath's per-socket flag bits (SOCK_* in bpf/sidecar_accel.bpf.c,
- * private to that file: test/unit/conns.test.ts reads them from its source).
+ * The datapath's per-socket flag bits (SOCK_* in bpf/accel_maps.h, macros:
+ * not in BTF, so test/unit/conns.test.ts reads them from the header).
  */
 export const SOCK_FLAGS = {
   REGISTERED: 1,
