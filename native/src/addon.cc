@@ -398,11 +398,16 @@ bool IsPerCpuMap(uint32_t type) {
 
 // bpf_obj_get_info_by_fd is what libbpf 1.2's bpf_map_get_info_by_fd wraps;
 // Debian 12 ships libbpf 1.1.
-MapSizes SizesOf(Napi::Env env, int fd, const std::string &op) {
+struct bpf_map_info MapInfoOf(Napi::Env env, int fd, const std::string &op) {
   struct bpf_map_info mi = {};
   __u32 len = sizeof(mi);
   g_libbpf_log.clear();
-  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) throw ErrnoError(env, op + ": bpf_obj_get_info_by_fd", errno);
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len))
+    throw ErrnoError(env, op.empty() ? "bpf_obj_get_info_by_fd" : op + ": bpf_obj_get_info_by_fd", errno);
+  return mi;
+}
+
+MapSizes SizesFrom(Napi::Env env, const struct bpf_map_info &mi, const std::string &op) {
   MapSizes s{mi.name, mi.key_size, mi.value_size, IsPerCpuMap(mi.type)};
   if (s.per_cpu) {
     int cpus = libbpf_num_possible_cpus();
@@ -411,6 +416,8 @@ MapSizes SizesOf(Napi::Env env, int fd, const std::string &op) {
   }
   return s;
 }
+
+MapSizes SizesOf(Napi::Env env, int fd, const std::string &op) { return SizesFrom(env, MapInfoOf(env, fd, op), op); }
 
 // A buffer whose length is not the map's: EINVAL, with what was expected.
 Napi::Error SizeMismatch(Napi::Env env, const std::string &op, const MapSizes &m, const char *what,
@@ -454,9 +461,7 @@ Napi::Value ProgInfo(const Napi::CallbackInfo &info) {
 Napi::Value MapInfo(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
-  struct bpf_map_info mi = {};
-  __u32 len = sizeof(mi);
-  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) throw ErrnoError(env, "bpf_obj_get_info_by_fd", errno);
+  struct bpf_map_info mi = MapInfoOf(env, fd, "");
   Napi::Object out = Napi::Object::New(env);
   out.Set("id", mi.id);
   out.Set("type", mi.type);
@@ -467,7 +472,7 @@ Napi::Value MapInfo(const Napi::CallbackInfo &info) {
   out.Set("btfId", mi.btf_id);
   out.Set("btfKeyTypeId", mi.btf_key_type_id);
   out.Set("btfValueTypeId", mi.btf_value_type_id);
-  MapSizes m = SizesOf(env, fd, "mapInfo");
+  MapSizes m = SizesFrom(env, mi, "mapInfo");
   out.Set("perCpu", Napi::Boolean::New(env, m.per_cpu));
   out.Set("lookupSize", Napi::Number::New(env, m.value));
   return out;
@@ -561,10 +566,8 @@ Napi::Value MapNextKey(const Napi::CallbackInfo &info) {
 Napi::Value MapKeyCount(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0);
-  MapSizes m = SizesOf(env, fd, "bpf_map_get_next_key");
-  struct bpf_map_info mi = {};
-  uint32_t len = sizeof(mi);
-  if (bpf_obj_get_info_by_fd(fd, &mi, &len)) throw ErrnoError(env, "bpf_obj_get_info_by_fd", errno);
+  struct bpf_map_info mi = MapInfoOf(env, fd, "bpf_map_get_next_key");
+  MapSizes m = SizesFrom(env, mi, "bpf_map_get_next_key");
   std::vector<uint8_t> a(m.key), b(m.key);
   uint8_t *cur = nullptr, *next = a.data();
   uint32_t n = 0;
