@@ -400,11 +400,16 @@ export class Datapath {
     return was;
   }
 
+  /** A map's keys, one bpf_map_get_next_key per key. */
+  private *keysOf(fd: number): Generator<Buffer> {
+    for (let k = this.n.mapNextKey(fd, null); k; k = this.n.mapNextKey(fd, k)) yield k;
+  }
+
   /** Cookies of the enabled netns; keys only, so any generation's can be listed (and disabled). */
   enabledNetnsCookies(): bigint[] {
     this.live();
     const out: bigint[] = [];
-    for (let k = this.n.mapNextKey(this.maps.netns_policy, null); k; k = this.n.mapNextKey(this.maps.netns_policy, k)) out.push(k.readBigUInt64LE(0));
+    for (const k of this.keysOf(this.maps.netns_policy)) out.push(k.readBigUInt64LE(0));
     return out;
   }
 
@@ -412,7 +417,7 @@ export class Datapath {
     this.live();
     this.readable('policy');
     const out = new Map<bigint, NetnsPolicy>();
-    for (let k = this.n.mapNextKey(this.maps.netns_policy, null); k; k = this.n.mapNextKey(this.maps.netns_policy, k)) {
+    for (const k of this.keysOf(this.maps.netns_policy)) {
       const v = this.n.mapLookup(this.maps.netns_policy, k);
       if (v) out.set(k.readBigUInt64LE(0), decodeNetnsPolicy(v));
     }
@@ -543,8 +548,7 @@ export class Datapath {
   sweepPeerInfo(): number {
     this.live();
     const stale = new Set<string>();
-    const keys: Buffer[] = [];
-    for (let k = this.n.mapNextKey(this.maps.peer_info, null); k; k = this.n.mapNextKey(this.maps.peer_info, k)) keys.push(k);
+    const keys = [...this.keysOf(this.maps.peer_info)];
     let deleted = 0;
     for (const k of keys) {
       if (this.n.mapLookup(this.maps.sock_hash, k)) continue;
@@ -560,7 +564,7 @@ export class Datapath {
     this.live();
     const out = new Map<string, bigint>();
     if (this.maps.pod_addrs < 0) return out;
-    for (let k = this.n.mapNextKey(this.maps.pod_addrs, null); k; k = this.n.mapNextKey(this.maps.pod_addrs, k)) {
+    for (const k of this.keysOf(this.maps.pod_addrs)) {
       const v = this.n.mapLookup(this.maps.pod_addrs, k);
       if (v) out.set(decodePodAddress(k), v.readBigUInt64LE(0));
     }
@@ -582,7 +586,7 @@ export class Datapath {
       wanted.set(key.toString('hex'), { key, cookie });
     }
     const stale: Buffer[] = [];
-    for (let k = this.n.mapNextKey(this.maps.pod_addrs, null); k; k = this.n.mapNextKey(this.maps.pod_addrs, k)) {
+    for (const k of this.keysOf(this.maps.pod_addrs)) {
       if (!wanted.has(k.toString('hex'))) stale.push(k);
     }
     if (opts.prune ?? true) for (const k of stale) this.n.mapDelete(this.maps.pod_addrs, k);
@@ -596,7 +600,7 @@ export class Datapath {
    * Links the connection iterator (bpf/conns_iter.bpf.c) to this generation's
    * per-socket state: the link's fd, for iterRead; the caller closes it.
    * Refused when this generation's struct sock_state (its map's own BTF)
-   * differs from the iterator's copy of it.
+   * differs from the iterator's (this build's bpf/accel_maps.h).
    */
   connsIterator(objPath: string = connsIterObjectPath): number {
     this.live();
