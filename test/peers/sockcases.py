@@ -346,6 +346,20 @@ def case_toggle(port):
     return {"sent": total, "got": reader.count, "intact": reader.hash.digest() == sent_hash.digest()}
 
 
+def tagged_exchange(c, s, recv):
+    """Says "connected", waits for SIGUSR1, then sends CASE_TAG-made messages
+    each way and reports whether each end got exactly the other's."""
+    event("connected")
+    wait_signal()
+    tag = os.environ["CASE_TAG"].encode()
+    msg_c, msg_s = tag * 50000, tag[::-1] * 50000
+    c.sendall(msg_c)
+    s.sendall(msg_s)
+    got_s = recv(s, len(msg_c))
+    got_c = recv(c, len(msg_s))
+    return {"serverGotOwn": got_s == msg_c, "clientGotOwn": got_c == msg_s}
+
+
 def case_fixed_tuple(port):
     """127.0.0.1:CLIENT_PORT -> 127.0.0.1:port, held open until SIGUSR1, then a tagged exchange."""
     lst = listener(port)
@@ -354,15 +368,7 @@ def case_fixed_tuple(port):
     c.bind((HOST, 40000))
     c.connect((HOST, port))
     s, _ = lst.accept()
-    event("connected")
-    wait_signal()
-    tag = os.environ["CASE_TAG"].encode()
-    msg_c, msg_s = tag * 50000, tag[::-1] * 50000
-    c.sendall(msg_c)
-    s.sendall(msg_s)
-    got_s = recv_exact(s, len(msg_c))
-    got_c = recv_exact(c, len(msg_s))
-    return {"serverGotOwn": got_s == msg_c, "clientGotOwn": got_c == msg_s}
+    return tagged_exchange(c, s, recv_exact)
 
 
 def case_same_v6_tuple(port):
@@ -400,12 +406,6 @@ def case_same_v6_tuple(port):
         c.settimeout(None)
     c.connect((server, port))
     s, _ = lst.accept()
-    event("connected")
-    wait_signal()
-    tag = os.environ["CASE_TAG"].encode()
-    msg_c, msg_s = tag * 50000, tag[::-1] * 50000
-    c.sendall(msg_c)
-    s.sendall(msg_s)
 
     def recv_or_none(sock, n):
         try:
@@ -413,9 +413,7 @@ def case_same_v6_tuple(port):
         except TimeoutError:
             return None
 
-    got_s = recv_or_none(s, len(msg_c))
-    got_c = recv_or_none(c, len(msg_s))
-    return {"serverGotOwn": got_s == msg_c, "clientGotOwn": got_c == msg_s}
+    return tagged_exchange(c, s, recv_or_none)
 
 
 def case_ktls(port):
