@@ -3,6 +3,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useMesh, APP_PORT, type Mesh } from './mesh.js';
+import type { Pod } from '../../lab/topology/topology.js';
 import { kernelSkip, scaled } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 import fs from 'node:fs';
@@ -24,6 +25,26 @@ function countersSince(now: Counters, before: Counters): string {
   return `datapath counters since the start: ${moved.join(' ') || 'none moved'}`;
 }
 
+/**
+ * Runs `conns` streams of `bytes` each way between a stream-peer client in pod
+ * a and a server in `serverPod`, and asserts every one arrived intact (with
+ * the counters and session logs on failure). `learn`: probe the listener
+ * first, so the datapath knows how its sockets are read (I6).
+ */
+async function assertStreamsThrough(m: Mesh, o: { serverPod: Pod; listen: string; target: string; conns: number; bytes: number; learn: boolean }): Promise<void> {
+  const before = m.counters();
+  const srv = m.startPeer(o.serverPod, ['server', '--listen', o.listen, '--bytes', String(o.bytes), '--max-write', String(4 * MiB)]);
+  await srv.ready();
+  if (o.learn) await m.learnListener(m.a, o.target);
+  const cli = m.startPeer(m.a, ['client', '--connect', o.target, '--bytes', String(o.bytes),
+    '--conns', String(o.conns), '--concurrency', String(o.conns), '--max-write', String(4 * MiB)]);
+  const lines = await cli.finished();
+  await srv.waitFor(() => srv.objects.filter((x) => x.role === 'server').length >= o.conns, 'all server reports');
+  const context = await diagnostics(m, before);
+  assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), o.conns, () => context);
+  srv.child.kill('SIGKILL');
+}
+
 describe('byte-stream integrity', { skip: kernelSkip }, () => {
   const mesh = useMesh({ label: 'integ', crossPod: true });
 
@@ -35,24 +56,12 @@ describe('byte-stream integrity', { skip: kernelSkip }, () => {
   ];
   for (const c of cases) {
     test(`${c.name}: ${c.conns} x ${c.bytes / MiB} MiB each way, writes of 1 B .. 4 MiB`, async () => {
-      const serverPod = c.pod === 'b' ? mesh().b : mesh().a;
-      const countersBefore = mesh().counters();
-      const before = countersBefore.redirectedBytes;
-      const srv = mesh().startPeer(serverPod, ['server', '--listen', c.listen, '--bytes', String(c.bytes), '--max-write', String(4 * MiB)]);
-      await srv.ready();
-      await mesh().learnListener(mesh().a, c.target === 'vip' ? mesh().vip() : c.target);
-      const cli = mesh().startPeer(mesh().a, ['client', '--connect', c.target === 'vip' ? mesh().vip() : c.target, '--bytes', String(c.bytes),
-        '--conns', String(c.conns), '--concurrency', String(c.conns), '--max-write', String(4 * MiB)]);
-      const lines = await cli.finished();
-      const servers = await Promise.all(Array.from({ length: c.conns }, (_, i) =>
-        srv.waitFor((o) => o.role === 'server' && srv.objects.filter((x) => x.role === 'server').length > i)));
-      assert.equal(servers.length, c.conns);
-      const context = await diagnostics(mesh(), countersBefore);
-      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), c.conns, () => context);
+      const before = mesh().counters().redirectedBytes;
+      await assertStreamsThrough(mesh(), { serverPod: c.pod === 'b' ? mesh().b : mesh().a, listen: c.listen,
+        target: c.target === 'vip' ? mesh().vip() : c.target, conns: c.conns, bytes: c.bytes, learn: true });
       const redirected = mesh().counters().redirectedBytes - before;
       assert.ok(redirected > 0n, 'nothing was redirected');
       console.log(`${c.name}: ${(2 * c.conns * c.bytes) / MiB} MiB checked, ${redirected / BigInt(MiB)} MiB redirected over all hops`);
-      srv.child.kill('SIGKILL');
     });
   }
 });
@@ -67,16 +76,8 @@ describe('byte-stream integrity with the datapath off (control)', { skip: kernel
   test('app -> sidecar -> sidecar -> app over plain TCP: 4 x 64 MiB each way, nothing redirected', async () => {
     const m = mesh();
     const before = m.counters();
-    const srv = m.startPeer(m.b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', String(64 * MiB), '--max-write', String(4 * MiB)]);
-    await srv.ready();
-    const cli = m.startPeer(m.a, ['client', '--connect', m.vip(), '--bytes', String(64 * MiB),
-      '--conns', '4', '--concurrency', '4', '--max-write', String(4 * MiB)]);
-    const lines = await cli.finished();
-    await srv.waitFor(() => srv.objects.filter((x) => x.role === 'server').length >= 4, 'all server reports');
-    const context = await diagnostics(m, before);
-    assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), 4, () => context);
+    await assertStreamsThrough(m, { serverPod: m.b, listen: `0.0.0.0:${APP_PORT}`, target: m.vip(), conns: 4, bytes: 64 * MiB, learn: false });
     assert.equal(m.counters().redirectedBytes - before.redirectedBytes, 0n, 'the datapath was off, yet bytes were redirected');
-    srv.child.kill('SIGKILL');
   });
 });
 
@@ -93,16 +94,7 @@ describe('byte-stream integrity under TCP memory pressure', { skip: kernelSkip }
     const before = mesh().counters();
     try {
       fs.writeFileSync(file, '4000 6000 32000'); // pages: pressure from 24 MiB on, the hard limit at 125 MiB (far enough that plain TCP does not run out)
-      const srv = mesh().startPeer(mesh().b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', String(16 * MiB), '--max-write', String(4 * MiB)]);
-      await srv.ready();
-      await mesh().learnListener();
-      const cli = mesh().startPeer(mesh().a, ['client', '--connect', mesh().vip(), '--bytes', String(16 * MiB),
-        '--conns', '4', '--concurrency', '4', '--max-write', String(4 * MiB)]);
-      const lines = await cli.finished();
-      await srv.waitFor(() => srv.objects.filter((x) => x.role === 'server').length >= 4, 'all server reports');
-      const context = await diagnostics(mesh(), before);
-      assertStreamsIntact(reports(lines, 'client'), reports(srv.objects, 'server'), 4, () => context);
-      srv.child.kill('SIGKILL');
+      await assertStreamsThrough(mesh(), { serverPod: mesh().b, listen: `0.0.0.0:${APP_PORT}`, target: mesh().vip(), conns: 4, bytes: 16 * MiB, learn: true });
     } finally {
       fs.writeFileSync(file, saved);
     }
