@@ -37,14 +37,27 @@ struct accel_conn_key {
 };
 
 /*
- * What a sender needs to know of the other end before redirecting to it,
- * published by that end when it registers. `psock` is a kernel address, read
- * only with bpf_probe_read_kernel: a stale one (peer closed) can only turn a
- * redirect into a fallback, since the redirect itself goes through sock_hash.
+ * Bits of accel_peer_info.gate, the one word both ends of a pair write, and
+ * only with atomic operations: it decides which of "the peer redirects to
+ * this socket" and "this socket leaves sock_hash" comes first (I5).
+ */
+#define GATE_CLAIMED 1u  /* set by the peer before its first redirect here, cleared when none can be in flight */
+#define GATE_LEAVING 2u  /* set by this socket: no redirect may choose it any more */
+
+/*
+ * What a sender needs of the other end, published by that end when it
+ * registers (kernel only: the map is not pinned, the agent never reads it).
+ * `sk` is a kernel address, read only with bpf_probe_read_kernel: a stale
+ * one (peer closed) can only turn a redirect into a fallback, since the
+ * redirect itself goes through sock_hash. (Looking the peer up in sock_hash
+ * instead would take a socket reference, which sk_msg and sockops programs
+ * cannot release: they have no bpf_sk_release.)
  */
 struct accel_peer_info {
-	__u64 psock;         /* struct sk_psock * of that end */
+	__u64 sk;            /* struct sock * of that end: the socket its sock_hash entry holds */
 	__u64 netns_cookie;  /* its netns, to honour its own enable flag */
+	__u32 gate;          /* GATE_*: atomic only, written by both ends */
+	__u32 pad0;
 };
 
 /*
@@ -132,6 +145,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_MAP_FULL,     /* sock_hash or peer_info full (E2BIG): never registered */
 	ACCEL_CNT_FALLBACK_SOCKET_BUSY,  /* another sockmap user's programs own the socket (EBUSY): never registered */
 	ACCEL_CNT_FALLBACK_INSERT_FAILED, /* sock_hash or peer_info refused it otherwise (ENOMEM, ...): never registered */
+	ACCEL_CNT_LEAVE_DEFERRED,        /* a socket's leave waited for its peer's redirects to it to end (I5) */
 	ACCEL_CNT_MAX
 };
 
@@ -152,12 +166,14 @@ struct accel_counters {
 #define SOCK_LEARN 32u      /* accepted, not registered: its first send teaches the listener's style */
 #define SOCK_TURNED_BLOCKING 64u /* its application made it blocking: withdrawn for good */
 #define SOCK_SEEN_NONBLOCKING 128u /* its file was seen O_NONBLOCK (an accepted one may start blocking) */
+#define SOCK_CLAIMS_PEER 256u /* it set GATE_CLAIMED in its peer's accel_peer_info and has not cleared it (I5) */
+#define SOCK_LEAVE_PENDING 512u /* it is to leave sock_hash once its peer's claim and its queue allow (I5) */
 
 struct sock_state {
 	struct accel_conn_key key;  /* this end, netns scope */
 	__u64 netns_cookie;
 	__u32 base_write_seq;       /* write_seq at ESTABLISHED */
-	__u32 flags;
+	__u32 flags;                /* SOCK_*: written by this socket's own programs, under its lock */
 };
 
 #endif

@@ -17,10 +17,14 @@
  *  I3 a redirect never grows the receiver's redirect queue past its rcvbuf;
  *  I4 sockets of disabled or unknown netns, TCP_REPAIR sockets, ULP sockets
  *     and excluded ports are left exactly as the kernel made them;
- *  I5 a socket leaves sock_hash only with nothing queued for it (that would
- *     free its unread redirected bytes), under its own lock: when it can
- *     never pair (release_unpairable) or its application turned blocking
- *     (withdraw); otherwise the kernel unlinks it when it closes;
+ *  I5 a socket leaves sock_hash (which frees its psock and every byte queued
+ *     in it) only under its own lock, with nothing queued for it and no
+ *     redirect to it in flight or to come: when it can never pair
+ *     (release_unpairable) or its application turned blocking (withdraw);
+ *     otherwise the kernel unlinks it when it closes. A sender's redirect
+ *     leaves the sender's lock before it takes the receiver's to enqueue, so
+ *     "in flight" is settled by the gate word in the receiver's peer_info entry
+ *     (claim_peer, release_claim, leave_sockhash);
  *  I6 only sockets whose application never waits in a blocking recv() are
  *     registered: a sockhash socket reads through tcp_bpf_recvmsg, whose
  *     blocking wait returns EAGAIN on a wakeup without data (a signal, an
@@ -68,14 +72,17 @@ struct {
 } sock_hash SEC(".maps");
 
 /*
+ * One entry per registered socket, under its key (struct accel_peer_info).
  * A plain hash, never LRU: an evicted live entry would hide its socket from
- * its peer and from the ingress gate (I7). Every registered socket's entry
- * goes when it leaves sock_hash or closes (STATE_CB); one a missed delete
- * left behind is swept by the agent (its key is in no sock_hash entry). Full,
- * a new socket is not registered (counted) and stays on TCP.
+ * its peer. Not preallocated: an entry a sender still holds after its
+ * socket deleted it is never handed to another socket meanwhile, so an
+ * atomic on its gate can only reach the socket it was meant for. Every
+ * registered socket's entry goes when it leaves sock_hash or closes
+ * (STATE_CB). Full, a new socket is not registered (counted) and stays on TCP.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 131072);
 	__type(key, struct accel_conn_key);
 	__type(value, struct accel_peer_info);
@@ -402,8 +409,8 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		st->flags = 0;
 		return;
 	}
+	info.sk = (unsigned long)tp;
 	info.netns_cookie = netns;
-	info.psock = (unsigned long)psock_of(tp);
 	/*
 	 * No peer can find this socket without its peer_info entry, so nothing
 	 * was redirected to it yet: without one it leaves sock_hash at once (I5).
@@ -418,13 +425,14 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	st->flags |= SOCK_REGISTERED;
 	count(netns, ACCEL_CNT_SOCKETS_REGISTERED, 1);
 	/*
-	 * To unpublish on close (STATE_CB), to release a socket that cannot pair
-	 * (RTT_CB), and for an application's socket, to withdraw it at its first
-	 * TCP segment after it turned blocking (HDR_OPT_LEN_CB, I6).
+	 * To give up its claim on its peer when it closes (STATE_CB), to release
+	 * a socket that cannot pair (RTT_CB), and at its TCP segments
+	 * (HDR_OPT_LEN_CB): an application's socket is withdrawn at its first one
+	 * after it turned blocking (I6), and a claim or a leave that had to wait
+	 * is settled (I5).
 	 */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
-					 BPF_SOCK_OPS_RTT_CB_FLAG |
-					 (sidecar ? 0 : BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG));
+					 BPF_SOCK_OPS_RTT_CB_FLAG | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 
 	if (!cfg)
 		return;
@@ -453,17 +461,12 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	}
 }
 
-static __always_inline void unpublish(struct bpf_sock_ops *skops)
+static __always_inline struct accel_conn_key peer_key_of(const struct sock_state *st)
 {
-	struct sock_state *st;
-	struct bpf_sock *sk = skops->sk;
+	struct accel_conn_key k = st->key;
 
-	if (!sk)
-		return;
-	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	if (!st || !(st->flags & SOCK_REGISTERED))
-		return;
-	bpf_map_delete_elem(&peer_info, &st->key);
+	k.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
+	return k;
 }
 
 /*
@@ -485,20 +488,106 @@ static __always_inline bool cross_pod_allowed(const struct accel_netns_policy *p
 }
 
 /*
- * I5: out of sock_hash, and so back to plain TCP, only with nothing
- * redirected to it unread (leaving frees the psock's queue), under its own
- * lock (the callers are sockops callbacks). False when it must stay.
+ * I5: no thread is inside this socket's tcp_bpf_sendmsg but the caller's own
+ * (`self`: 1 from sk_msg, which runs inside it; 0 from sockops). Each such
+ * thread holds a psock reference for the whole call, its redirect's enqueue
+ * included; the psock's other references are its map links, of which ours
+ * is the only one (a socket another sockmap user holds is never registered;
+ * more links only make this say "busy"). No psock: nobody holds one.
  */
-static __always_inline bool leave_sockhash(struct sock_state *st, struct tcp_sock *tp)
+static __always_inline bool sender_idle(struct tcp_sock *tp, int self)
 {
 	struct sk_psock *psock = psock_of(tp);
+	int refs, links;
 
-	if (!psock || !ingress_empty(psock))
+	if (!psock)
+		return true;
+	refs = BPF_CORE_READ(psock, refcnt.refs.counter);
+	links = BPF_CORE_READ(psock, link.next) != &psock->link;
+	return refs == links + self;
+}
+
+/*
+ * I5: a redirect may choose the peer only while this socket holds a claim on
+ * it (GATE_CLAIMED in the peer's peer_info gate), taken by an atomic
+ * operation on the same word the peer sets GATE_LEAVING in with one:
+ * whichever comes first wins, so a peer that leaves never has a redirect of
+ * ours on its way. Only this socket sets or clears its peer's GATE_CLAIMED
+ * (a key has one owner, I1), always under its own lock.
+ */
+static __always_inline bool claim_peer(struct sock_state *st, struct accel_peer_info *peer)
+{
+	__u32 old;
+
+	if (st->flags & SOCK_CLAIMS_PEER)
+		return !(peer->gate & GATE_LEAVING);
+	old = __sync_fetch_and_or(&peer->gate, GATE_CLAIMED);
+	if (old & GATE_LEAVING) {
+		__sync_fetch_and_and(&peer->gate, ~GATE_CLAIMED);
 		return false;
-	if (bpf_map_delete_elem(&sock_hash, &st->key))
+	}
+	st->flags |= SOCK_CLAIMS_PEER;
+	return true;
+}
+
+/*
+ * I5: gives the claim up once none of this socket's redirects can be in
+ * flight (sender_idle); its next redirect claims again. `settled_only`: only
+ * when it will not need the claim soon (its direction is on TCP, or its peer
+ * is leaving or gone), so that a busy paired socket keeps it.
+ */
+static __always_inline void release_claim(struct sock_state *st, struct tcp_sock *tp, int self, bool settled_only)
+{
+	struct accel_peer_info *peer;
+	struct accel_conn_key peer_key;
+
+	if (!(st->flags & SOCK_CLAIMS_PEER) || !sender_idle(tp, self))
+		return;
+	peer_key = peer_key_of(st);
+	peer = bpf_map_lookup_elem(&peer_info, &peer_key);
+	if (settled_only && peer && !(peer->gate & GATE_LEAVING) &&
+	    (st->flags & SOCK_TX_CLEAN) && BPF_CORE_READ(tp, write_seq) == st->base_write_seq)
+		return;
+	if (peer)
+		__sync_fetch_and_and(&peer->gate, ~GATE_CLAIMED);
+	st->flags &= ~SOCK_CLAIMS_PEER;
+}
+
+/*
+ * I5: out of sock_hash, and so back to plain TCP. GATE_LEAVING goes up
+ * first (in its peer_info entry): from then on no redirect may choose it. It leaves only
+ * when its peer holds no claim (no redirect of the peer's in flight), it
+ * holds none itself (none of its own in flight, so its peer can leave too
+ * one day) and nothing redirected to it is unread. Every enqueue to it
+ * happens under its lock, which the callers (sockops) hold, and before its
+ * sender's claim could be given up: so the queue check sees all of them.
+ * Otherwise the leave is pending and tried again at its next TCP segment.
+ */
+static __always_inline bool leave_sockhash(struct bpf_sock_ops *skops, struct sock_state *st, struct tcp_sock *tp)
+{
+	struct sk_psock *psock = psock_of(tp);
+	struct accel_peer_info *own;
+	__u32 old;
+
+	own = bpf_map_lookup_elem(&peer_info, &st->key);
+	if (!psock || !own)
 		return false;
+	old = __sync_fetch_and_or(&own->gate, GATE_LEAVING);
+	release_claim(st, tp, 0, false);
+	if ((old & GATE_CLAIMED) || (st->flags & SOCK_CLAIMS_PEER) || !ingress_empty(psock) ||
+	    bpf_map_delete_elem(&sock_hash, &st->key)) {
+		if (!(st->flags & SOCK_LEAVE_PENDING)) {
+			st->flags |= SOCK_LEAVE_PENDING;
+			count(st->netns_cookie, ACCEL_CNT_LEAVE_DEFERRED, 1);
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+							 BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+		}
+		return false;
+	}
 	bpf_map_delete_elem(&peer_info, &st->key);
-	st->flags &= ~SOCK_REGISTERED;
+	st->flags &= ~(SOCK_REGISTERED | SOCK_LEAVE_PENDING);
+	if (!(st->flags & SOCK_TURNED_BLOCKING))
+		count(st->netns_cookie, ACCEL_CNT_SOCKETS_RELEASED, 1);
 	return true;
 }
 
@@ -510,10 +599,10 @@ static __always_inline bool leave_sockhash(struct sock_state *st, struct tcp_soc
  */
 static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 {
+	struct accel_peer_info *peer;
 	struct accel_conn_key peer_key;
-	struct accel_peer_info *info;
-	struct sock_state *st;
 	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
 	struct tcp_sock *tp;
 
 	/* One look is enough: what this socket is does not change later. */
@@ -524,26 +613,22 @@ static __always_inline void release_unpairable(struct bpf_sock_ops *skops)
 	/* A paired socket keeps its entry: its backpressure fallback is temporary for the peer. */
 	if (!st || !(st->flags & SOCK_REGISTERED) || (st->flags & SOCK_PAIRED))
 		return;
-	peer_key = st->key;
-	peer_key.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
 	/*
 	 * The peer has processed our data, so a local peer has registered by now.
 	 * One that may still redirect to us keeps us registered: same netns, or
-	 * another with cross-pod pairing on.
+	 * another with cross-pod pairing on. (Were that to change later, its
+	 * claim still keeps us until it can no longer redirect: I5.)
 	 */
-	info = bpf_map_lookup_elem(&peer_info, &peer_key);
-	if (info && (info->netns_cookie == st->netns_cookie ||
-		     cross_pod_allowed(bpf_map_lookup_elem(&netns_policy, &st->netns_cookie),
-				       bpf_map_lookup_elem(&netns_policy, &info->netns_cookie))))
+	peer_key = peer_key_of(st);
+	peer = bpf_map_lookup_elem(&peer_info, &peer_key);
+	if (peer && !(peer->gate & GATE_LEAVING) &&
+	    (peer->netns_cookie == st->netns_cookie ||
+	     cross_pod_allowed(bpf_map_lookup_elem(&netns_policy, &st->netns_cookie),
+			       bpf_map_lookup_elem(&netns_policy, &peer->netns_cookie))))
 		return;
-	/*
-	 * I2: leaving the sockhash drops the psock and its receive queue. Nothing
-	 * may be queued there: the peer enqueues under this socket's lock, which
-	 * this callback holds, so the check cannot race with a redirect.
-	 */
 	tp = bpf_skc_to_tcp_sock(sk);
-	if (tp && leave_sockhash(st, tp))
-		count(st->netns_cookie, ACCEL_CNT_SOCKETS_RELEASED, 1);
+	if (tp)
+		leave_sockhash(skops, st, tp);
 }
 
 /*
@@ -563,10 +648,10 @@ static __always_inline void mark_turned_blocking(struct sock_state *st)
 	}
 }
 
-static __always_inline void withdraw(struct sock_state *st, struct tcp_sock *tp)
+static __always_inline void withdraw(struct bpf_sock_ops *skops, struct sock_state *st, struct tcp_sock *tp)
 {
 	mark_turned_blocking(st);
-	leave_sockhash(st, tp);
+	leave_sockhash(skops, st, tp);
 }
 
 /*
@@ -577,22 +662,13 @@ static __always_inline void withdraw(struct sock_state *st, struct tcp_sock *tp)
  * pure ACK can go out then: only the application's own data, or a socket
  * that was already non-blocking, shows how it is read.
  */
-static __always_inline void observe_reader(struct bpf_sock_ops *skops)
+static __always_inline void observe_reader(struct bpf_sock_ops *skops, struct sock_state *st, struct tcp_sock *tp)
 {
 	struct accel_listener_key lk;
-	struct bpf_sock *sk = skops->sk;
-	struct sock_state *st;
-	struct tcp_sock *tp;
 	__u32 *seen, bit;
 	bool data;
 	int style;
 
-	if (!sk)
-		return;
-	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!st || !tp)
-		return;
 	style = reader_style((struct sock *)tp);
 	if (style == READER_UNKNOWN)
 		return;
@@ -609,7 +685,7 @@ static __always_inline void observe_reader(struct bpf_sock_ops *skops)
 		else
 			bpf_map_update_elem(&listener_style, &lk, &bit, BPF_NOEXIST);
 	}
-	if ((st->flags & SOCK_REGISTERED) &&
+	if ((st->flags & SOCK_REGISTERED) && !(st->flags & SOCK_LEAVE_PENDING) &&
 	    ((st->flags & SOCK_TURNED_BLOCKING) ||
 	     (style == READER_BLOCKING && (data || (st->flags & SOCK_SEEN_NONBLOCKING))))) {
 		/* A listener whose socket turned out blocking is never trusted again. */
@@ -617,11 +693,62 @@ static __always_inline void observe_reader(struct bpf_sock_ops *skops)
 			bit = ACCEL_LISTENER_BLOCKING;
 			bpf_map_update_elem(&listener_style, &lk, &bit, BPF_ANY);
 		}
-		withdraw(st, tp);
+		withdraw(skops, st, tp);
 	}
-	if (!(st->flags & (SOCK_REGISTERED | SOCK_LEARN)))
+}
+
+/*
+ * Every TCP segment a socket sends while it needs to see them: an
+ * application's while registered or learning (I6), any socket with a claim
+ * to give up or a leave to finish (I5), and a registered one whose direction
+ * is still clean (it may claim its peer later, from sk_msg, which cannot
+ * turn this callback back on).
+ */
+static __always_inline void on_segment(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!st || !tp)
+		return;
+	if (st->flags & SOCK_APP)
+		observe_reader(skops, st, tp);
+	if (st->flags & SOCK_LEAVE_PENDING)
+		leave_sockhash(skops, st, tp);
+	else
+		release_claim(st, tp, 0, true);
+	if (!(st->flags & (SOCK_LEARN | SOCK_LEAVE_PENDING | SOCK_CLAIMS_PEER)) &&
+	    !((st->flags & SOCK_REGISTERED) &&
+	      ((st->flags & SOCK_APP) ||
+	       ((st->flags & SOCK_TX_CLEAN) && BPF_CORE_READ(tp, write_seq) == st->base_write_seq))))
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
 						 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
+}
+
+/*
+ * Closing: the kernel unlinks it from sock_hash; it unpublishes itself, and
+ * its claim on its peer goes once none of its redirects can be in flight (I5).
+ */
+static __always_inline void on_close(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!st || !tp)
+		return;
+	release_claim(st, tp, 0, false);
+	if (st->flags & SOCK_REGISTERED)
+		bpf_map_delete_elem(&peer_info, &st->key);
 }
 
 SEC("sockops")
@@ -631,7 +758,7 @@ int accel_sockops(struct bpf_sock_ops *skops)
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
-		observe_reader(skops);
+		on_segment(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		/* A new listener may be another server: learn its style anew. */
@@ -640,7 +767,7 @@ int accel_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)
-			unpublish(skops);
+			on_close(skops);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
 		release_unpairable(skops);
@@ -692,33 +819,28 @@ static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
 }
 
 /*
- * The peer may take this message: enabled, no ULP, room in its queue (I3, I4).
- * Returns ACCEL_CNT_MAX to allow, else the fallback counter that refused.
+ * The peer socket (the one its sock_hash entry holds, published in
+ * peer_info) may take this message: not leaving, enabled, no ULP, room
+ * in its queue (I3, I4, I5). Returns ACCEL_CNT_MAX to allow, else the
+ * fallback counter that refused.
  */
-static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key, __u64 netns,
-					  const struct accel_netns_policy *own, __u32 size)
+static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *peer, __u64 netns,
+						 const struct accel_netns_policy *own, __u32 size)
 {
 	struct accel_netns_policy *policy;
-	struct accel_peer_info *info;
-	struct sk_psock *psock;
-	struct sock *psk;
+	struct sock *psk = (struct sock *)peer->sk;
 	__u32 queued;
 	int rcvbuf;
 
-	info = bpf_map_lookup_elem(&peer_info, peer_key);
-	if (!info || !info->psock)
+	if (!psk || (peer->gate & GATE_LEAVING))
 		return ACCEL_CNT_FALLBACK_NO_PEER;
-	policy = bpf_map_lookup_elem(&netns_policy, &info->netns_cookie);
+	policy = bpf_map_lookup_elem(&netns_policy, &peer->netns_cookie);
 	/* DESIGN.md 4.5: the two ends in different pods pair only when opted in. */
-	if (info->netns_cookie != netns && !cross_pod_allowed(own, policy))
+	if (peer->netns_cookie != netns && !cross_pod_allowed(own, policy))
 		return ACCEL_CNT_FALLBACK_CROSS_POD;
 	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED))
 		return ACCEL_CNT_FALLBACK_DISABLED;
-	psock = (struct sk_psock *)info->psock;
-	psk = BPF_CORE_READ(psock, sk);
-	if (!psk)
-		return ACCEL_CNT_FALLBACK_NO_PEER;
-	if (BPF_CORE_READ((struct inet_connection_sock *)psk, icsk_ulp_ops))
+	if (has_ulp((struct tcp_sock *)psk))
 		return ACCEL_CNT_FALLBACK_ULP;
 	/*
 	 * The kernel never checks an ingress redirect against the receiver's
@@ -746,41 +868,43 @@ static __always_inline __u32 peer_refusal(const struct accel_conn_key *peer_key,
 	return ACCEL_CNT_MAX;
 }
 
-SEC("sk_msg")
-int accel_msg(struct sk_msg_md *msg)
+static __always_inline __u32 peer_refusal(struct sock_state *st, const struct accel_conn_key *peer_key,
+					  const struct accel_netns_policy *own, __u32 size)
+{
+	struct accel_peer_info *peer = bpf_map_lookup_elem(&peer_info, peer_key);
+	__u32 refusal;
+
+	if (!peer)
+		return ACCEL_CNT_FALLBACK_NO_PEER;
+	refusal = peer_socket_refusal(peer, st->netns_cookie, own, size);
+	/* I5: the claim last, so that a refused message leaves none behind. */
+	if (refusal == ACCEL_CNT_MAX && !claim_peer(st, peer))
+		refusal = ACCEL_CNT_FALLBACK_NO_PEER;
+	return refusal;
+}
+
+/* Redirects the message to the peer if that keeps the stream exact; false if TCP carries it. */
+static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_state *st, struct tcp_sock *tp)
 {
 	struct accel_netns_policy *policy;
 	struct accel_conn_key peer_key;
-	struct bpf_sock *sk = msg->sk;
-	struct sock_state *st;
-	struct tcp_sock *tp;
+	__u64 netns = st->netns_cookie;
 	__u32 refusal;
-	__u64 netns;
-	long ret;
 
-	if (!sk)
-		return SK_PASS;
-	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	if (!st || !(st->flags & SOCK_REGISTERED))
-		return SK_PASS;
-	netns = st->netns_cookie;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return SK_PASS;
 	/* I2: judged from the kernel's own sequence space, not from a flag of ours. */
 	if (!(st->flags & SOCK_TX_CLEAN) || BPF_CORE_READ(tp, write_seq) != st->base_write_seq) {
 		count(netns, ACCEL_CNT_TCP_MSGS, 1);
-		return SK_PASS;
+		return false;
 	}
-	/* From here on an SK_PASS is this direction's first TCP byte: a fallback. */
+	/* From here on a false is this direction's first TCP byte: a fallback. */
 	policy = bpf_map_lookup_elem(&netns_policy, &netns);
 	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED)) {
 		count(netns, ACCEL_CNT_FALLBACK_DISABLED, 1);
-		return SK_PASS;
+		return false;
 	}
 	if (has_ulp(tp)) {
 		count(netns, ACCEL_CNT_FALLBACK_ULP, 1);
-		return SK_PASS;
+		return false;
 	}
 	/*
 	 * I6: an application sending from a blocking socket reads it blocking:
@@ -795,39 +919,56 @@ int accel_msg(struct sk_msg_md *msg)
 		if (style == READER_BLOCKING)
 			mark_turned_blocking(st);
 	}
-	if (st->flags & SOCK_TURNED_BLOCKING)
-		return SK_PASS;
+	/* A socket on its way out of sock_hash sends over TCP (I5, I6). */
+	if (st->flags & (SOCK_TURNED_BLOCKING | SOCK_LEAVE_PENDING))
+		return false;
 
-	peer_key = st->key;
-	peer_key.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
-	refusal = peer_refusal(&peer_key, netns, policy, msg->size);
+	peer_key = peer_key_of(st);
+	refusal = peer_refusal(st, &peer_key, policy, msg->size);
 	if ((refusal == ACCEL_CNT_FALLBACK_NO_PEER || refusal == ACCEL_CNT_FALLBACK_CROSS_POD) &&
 	    !(st->flags & SOCK_PAIRED))
 		count(netns, ACCEL_CNT_PAIRING_MISSES, 1);
 	if (refusal < ACCEL_CNT_MAX) {
 		count(netns, refusal, 1);
-		return SK_PASS;
+		return false;
 	}
-
 	/*
-	 * The peer can close between the lookup and here; the helper then finds no
-	 * entry and would drop the message. TCP carries it instead (I2 still holds:
-	 * nothing has gone over TCP in this direction yet).
+	 * The peer can close between the look-up and here; the helper then finds
+	 * no entry and would drop the message. TCP carries it instead (I2 still
+	 * holds: nothing has gone over TCP in this direction yet).
 	 */
-	ret = bpf_msg_redirect_hash(msg, &sock_hash, &peer_key, BPF_F_INGRESS);
-	if (ret != SK_PASS) {
+	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer_key, BPF_F_INGRESS) != SK_PASS) {
 		count(netns, ACCEL_CNT_FALLBACK_NO_PEER, 1);
+		return false;
+	}
+	if (!(st->flags & SOCK_PAIRED)) {
+		st->flags |= SOCK_PAIRED;
+		count(netns, ACCEL_CNT_SOCKETS_PAIRED, 1);
+	}
+	count(netns, ACCEL_CNT_REDIRECTED_MSGS, 1);
+	count(netns, ACCEL_CNT_REDIRECTED_BYTES, msg->size);
+	return true;
+}
+
+SEC("sk_msg")
+int accel_msg(struct sk_msg_md *msg)
+{
+	struct bpf_sock *sk = msg->sk;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+
+	if (!sk)
 		return SK_PASS;
-	}
-	{
-		if (!(st->flags & SOCK_PAIRED)) {
-			st->flags |= SOCK_PAIRED;
-			count(netns, ACCEL_CNT_SOCKETS_PAIRED, 1);
-		}
-		count(netns, ACCEL_CNT_REDIRECTED_MSGS, 1);
-		count(netns, ACCEL_CNT_REDIRECTED_BYTES, msg->size);
-	}
-	return ret;
+	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	if (!st || !(st->flags & SOCK_REGISTERED))
+		return SK_PASS;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return SK_PASS;
+	/* Either way SK_PASS: the redirect's target was set by the helper. */
+	if (!redirect_to_peer(msg, st, tp))
+		release_claim(st, tp, 1, true); /* I5: a claim no redirect of ours needs any more */
+	return SK_PASS;
 }
 
 /*
@@ -847,10 +988,9 @@ int accel_msg(struct sk_msg_md *msg)
 SEC("cgroup_skb/ingress")
 int accel_ingress(struct __sk_buff *skb)
 {
-	struct accel_peer_info *info;
 	struct sock_state *st;
 	struct sk_psock *psock;
-	struct sock *reader;
+	struct tcp_sock *reader;
 	struct bpf_sock *sk;
 	__u32 ip_len, tcp_off;
 	__u8 b[2];
@@ -864,18 +1004,17 @@ int accel_ingress(struct __sk_buff *skb)
 	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
 	if (!st || !(st->flags & SOCK_REGISTERED))
 		return 1;
-	info = bpf_map_lookup_elem(&peer_info, &st->key);
-	if (!info || !info->psock)
+	reader = bpf_skc_to_tcp_sock(sk);
+	if (!reader)
 		return 1;
-	psock = (struct sk_psock *)info->psock;
-	if (ingress_empty(psock))
+	psock = psock_of(reader);
+	if (!psock || ingress_empty(psock))
 		return 1;
 	/*
 	 * A reader that shut its read side down (shutdown(SHUT_RD)) already
 	 * sees RDHUP and may never read: TCP takes its peer's bytes and FIN.
 	 */
-	reader = BPF_CORE_READ(psock, sk);
-	if (!reader || (BPF_CORE_READ_BITFIELD_PROBED(reader, sk_shutdown) & RCV_SHUTDOWN))
+	if (BPF_CORE_READ_BITFIELD_PROBED((struct sock *)reader, sk_shutdown) & RCV_SHUTDOWN)
 		return 1;
 	/* Only what TCP would queue for reading. */
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {

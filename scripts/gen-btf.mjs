@@ -15,7 +15,7 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const objectPath = path.join(repo, 'build/bpf/sidecar_accel.bpf.o');
 const outPath = path.join(repo, 'src/datapath/btf.generated.ts');
 const ENUMS = ['accel_counter', 'accel_role', 'accel_netns_flag', 'accel_cfg_flag', 'accel_listener_flag'];
-const STRUCTS = ['accel_conn_key', 'accel_netns_policy', 'accel_config', 'accel_listener_key', 'accel_peer_info', 'accel_pod_addr', 'accel_counters'];
+const STRUCTS = ['accel_conn_key', 'accel_netns_policy', 'accel_config', 'accel_listener_key', 'accel_pod_addr', 'accel_counters'];
 
 function fail(msg) {
   console.error(`gen-btf: ${msg}`);

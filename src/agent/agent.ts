@@ -34,7 +34,6 @@ export interface AgentOptions {
 }
 
 const RESYNC_MS = 10_000;
-const SWEEP_MS = 60_000;
 
 /** Program ids of every pinned generation of ours (for the foreign-program check). */
 function ourProgramIds(pinRoot: string): Set<number> {
@@ -62,8 +61,6 @@ export class Agent {
   /** Passes with errors, in a row. */
   private readonly retry = new Backoff({ initialMs: 500, maxMs: 30_000 });
   private stopped = false;
-  /** When peer_info was last swept for entries no socket owns. */
-  private lastSweep = 0;
   readonly metrics: AgentMetrics;
   api?: FastifyInstance;
   private watcher?: ConfigWatcher;
@@ -106,14 +103,15 @@ export class Agent {
     if (fs.existsSync(path.dirname(pinRoot))) checkNoForeignSockops(cgroup, ourProgramIds(pinRoot));
     else checkNoForeignSockops(cgroup, new Set());
 
-    const capacity = { sockHash: config.datapath.sockHashEntries, ...(config.datapath.peerInfoEntries ? { peerInfo: config.datapath.peerInfoEntries } : {}) };
+    const capacity = { sockHash: config.datapath.sockHashEntries };
+    if (config.datapath.peerInfoEntries !== undefined) log.warn('datapath.peerInfoEntries is ignored: the peer_info map is gone (senders find their peer in sock_hash)');
     const dp = Datapath.open({ cgroupPath: cgroup, pinRoot, capacity, ...(config.datapath.object ? { objectPath: config.datapath.object } : {}) });
     const has = dp.capacity();
-    log.info({ generation: dp.generation, adopted: dp.adopted, cgroup, pinDir: dp.pinDir, sockHashEntries: has.sockHash, peerInfoEntries: has.peerInfo }, dp.adopted ? 'adopted the pinned datapath' : 'loaded the datapath');
-    if (dp.adopted && (has.sockHash !== capacity.sockHash || (capacity.peerInfo !== undefined && has.peerInfo !== capacity.peerInfo))) {
+    log.info({ generation: dp.generation, adopted: dp.adopted, cgroup, pinDir: dp.pinDir, sockHashEntries: has.sockHash }, dp.adopted ? 'adopted the pinned datapath' : 'loaded the datapath');
+    if (dp.adopted && has.sockHash !== capacity.sockHash) {
       // Map sizes are fixed at creation; live connections keep this generation's maps.
-      log.warn({ sockHashEntries: has.sockHash, peerInfoEntries: has.peerInfo },
-        'the adopted generation keeps the map sizes it was loaded with; datapath.sockHashEntries and peerInfoEntries apply to the next generation loaded');
+      log.warn({ sockHashEntries: has.sockHash },
+        'the adopted generation keeps the map size it was loaded with; datapath.sockHashEntries applies to the next generation loaded');
     }
     // An upgrade: older generations stop taking new sockets and drain.
     const draining: Datapath[] = [];
@@ -247,7 +245,6 @@ export class Agent {
       this.statuses = new Map([...r.statuses, ...carried].map((s) => [s.uid, s]));
       errors = r.errors;
       this.drainOldGenerations();
-      this.sweep();
     } catch (e) {
       errors = 1;
       this.log.error({ err: (e as Error).message }, 'reconcile failed');
@@ -263,22 +260,6 @@ export class Agent {
     this.timer = setTimeout(() => this.reconcile(), delay);
     this.timer.unref();
     this.events.emit('reconciled', this.workloads());
-  }
-
-  /**
-   * peer_info entries a missed delete left behind would hold their slots for
-   * good (the map never evicts): deleted once no socket owns them. A walk of
-   * both maps, so not at every pass.
-   */
-  private sweep(): void {
-    const now = Date.now();
-    if (now - this.lastSweep < SWEEP_MS) return;
-    this.lastSweep = now;
-    const n = this.dp.sweepPeerInfo();
-    if (n > 0) {
-      this.metrics.peerInfoSwept.inc(n);
-      this.log.warn({ entries: n }, 'deleted peer_info entries no socket owns (a delete the programs missed)');
-    }
   }
 
   /** Old generations follow disables too, and are unpinned once their last socket is gone. */

@@ -23,7 +23,7 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackNoPeer', 'no_peer'], ['fallbackBackpressure', 'backpressure'], ['fallbackExcluded', 'excluded_port'],
   ['fallbackDisabled', 'disabled'], ['fallbackUlp', 'ulp'], ['fallbackEarlyData', 'early_data'],
   ['fallbackRepair', 'tcp_repair'], ['fallbackKeyConflict', 'key_conflict'], ['fallbackCrossPod', 'cross_pod_off'],
-  // Not registered: sock_hash or peer_info full (datapath.sockHashEntries), the socket held by
+  // Not registered: sock_hash full (datapath.sockHashEntries), the socket held by
   // another sockmap user's programs, or another refusal of the kernel.
   ['fallbackMapFull', 'map_full'], ['fallbackSocketBusy', 'socket_busy'], ['fallbackInsertFailed', 'insert_failed'],
   // The application reads the socket blocking (tcp_bpf's blocking recv differs from TCP's).
@@ -39,7 +39,6 @@ export class AgentMetrics {
   readonly registry = new client.Registry();
   readonly configErrors: client.Counter;
   readonly reconcileErrors: client.Counter;
-  readonly peerInfoSwept: client.Counter;
 
   constructor(source: () => MetricsSource | undefined) {
     const r = this.registry;
@@ -58,6 +57,7 @@ export class AgentMetrics {
     kernel('sidecar_accel_redirected_bytes_total', 'Bytes moved straight into the peer socket.', (c) => c.redirectedBytes);
     kernel('sidecar_accel_sockets_registered_total', 'Established sockets of enabled pods registered for pairing.', (c) => c.socketsRegistered);
     kernel('sidecar_accel_tcp_segments_held_back_total', 'TCP segments not accepted (retransmitted later) while their reader still had redirected bytes unread, after its peer fell back to TCP.', (c) => c.tcpHeldBack);
+    kernel('sidecar_accel_leaves_deferred_total', 'Sockets whose leave from the sockhash (released or withdrawn) waited until no redirect to them could be in flight.', (c) => c.leaveDeferred);
     kernel('sidecar_accel_sockets_released_total', 'Registered sockets that sent over TCP and could never pair, handed back to plain TCP.', (c) => c.socketsReleased);
     new client.Counter({
       name: 'sidecar_accel_fallbacks_total', help: 'Sockets or directions left on or moved to TCP, by reason.',
@@ -77,7 +77,7 @@ export class AgentMetrics {
       return fill.maps;
     };
     new client.Gauge({
-      name: 'sidecar_accel_map_entries', help: 'Entries in the datapath maps that bound pairing (sock_hash: registered sockets; peer_info: one per registered socket; pod_addrs: known pod addresses).',
+      name: 'sidecar_accel_map_entries', help: 'Entries in the datapath maps that bound pairing (sock_hash: registered sockets; pod_addrs: known pod addresses).',
       labelNames: ['map'], registers: [r],
       collect() {
         this.reset();
@@ -85,7 +85,7 @@ export class AgentMetrics {
       },
     });
     new client.Gauge({
-      name: 'sidecar_accel_map_max_entries', help: 'Size of each of those maps in the attached generation (a full sock_hash or peer_info leaves new sockets on TCP: fallbacks reason map_full).',
+      name: 'sidecar_accel_map_max_entries', help: 'Size of each of those maps in the attached generation (a full sock_hash leaves new sockets on TCP: fallbacks reason map_full).',
       labelNames: ['map'], registers: [r],
       collect() {
         this.reset();
@@ -134,7 +134,6 @@ export class AgentMetrics {
     xdsCounter('sidecar_accel_xds_responses_total', 'xDS responses received from istiod.', (x) => x.responses);
     xdsCounter('sidecar_accel_xds_nacks_total', 'xDS responses rejected (NACK) for an invalid resource; the last good versions stayed.', (x) => x.nacks);
     this.configErrors = new client.Counter({ name: 'sidecar_accel_config_errors_total', help: 'Config versions rejected (the last good one stayed in force).', registers: [r] });
-    this.peerInfoSwept = new client.Counter({ name: 'sidecar_accel_peer_info_swept_total', help: 'peer_info entries no socket owned, deleted by the agent (each a delete the programs missed).', registers: [r] });
     this.reconcileErrors = new client.Counter({ name: 'sidecar_accel_reconcile_errors_total', help: 'Workloads that failed to reconcile (retried with backoff).', registers: [r] });
   }
 }

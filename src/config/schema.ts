@@ -70,11 +70,13 @@ export const configSchema = z.object({
      * pins keeps the size it was loaded with.
      */
     sockHashEntries: z.number().int().min(1).max(MAX_MAP_ENTRIES).default(DEFAULT_SOCK_HASH_ENTRIES),
-    /** What the kernel knows of each registered socket (peer_info); default twice sockHashEntries. */
-    peerInfoEntries: z.number().int().min(1).max(MAX_MAP_ENTRIES).optional(),
-  }).strict().refine((d) => d.peerInfoEntries === undefined || d.peerInfoEntries >= d.sockHashEntries, {
-    path: ['peerInfoEntries'], message: 'must be at least sockHashEntries: every registered socket takes one entry',
-  }).default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto', sockHashEntries: DEFAULT_SOCK_HASH_ENTRIES }),
+    /**
+     * Ignored, with a warning: it sized the peer_info map, which is gone
+     * (senders find their peer in sock_hash). Accepted so that a config that
+     * sets it still loads.
+     */
+    peerInfoEntries: z.number().int().min(1).optional(),
+  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto', sockHashEntries: DEFAULT_SOCK_HASH_ENTRIES }),
   /** The kubernetes workload source (pods of this node from the API server). */
   kubernetes: z.object({
     enabled: z.boolean().default(false),

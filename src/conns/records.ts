@@ -15,6 +15,8 @@ export const SOCK_FLAGS = {
   LEARN: 32,
   TURNED_BLOCKING: 64,
   SEEN_NONBLOCKING: 128,
+  CLAIMS_PEER: 256,
+  LEAVE_PENDING: 512,
 } as const;
 
 export const RECORD_LAYOUT: StructLayout = {

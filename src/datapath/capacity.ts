@@ -4,15 +4,11 @@
 
 /** sock_hash: sockets registered at once. */
 export const DEFAULT_SOCK_HASH_ENTRIES = 65_536;
-/** peer_info: twice sock_hash, room for entries a missed delete leaves until the agent sweeps them. */
-export const DEFAULT_PEER_INFO_ENTRIES = 2 * DEFAULT_SOCK_HASH_ENTRIES;
-/** The most entries the agent asks of one map (a peer_info entry takes about 100 bytes, preallocated). */
+/** The most entries the agent asks of one map. */
 export const MAX_MAP_ENTRIES = 1 << 23;
 
 /** Sizes set before a new generation's maps are created; an adopted generation keeps its own. */
 export interface MapCapacity {
   /** Sockets registered at once (each meshed connection uses up to six). */
   sockHash?: number;
-  /** One entry per registered socket (struct accel_peer_info); default max(DEFAULT_PEER_INFO_ENTRIES, 2 x sockHash). */
-  peerInfo?: number;
 }

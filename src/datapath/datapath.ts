@@ -17,7 +17,7 @@ import {
 } from './layout.js';
 import { BTF_ENUMS } from './btf.generated.js';
 import { bpffsContaining, cgroup2Root, cgroupId } from './mounts.js';
-import { DEFAULT_PEER_INFO_ENTRIES, DEFAULT_SOCK_HASH_ENTRIES, MAX_MAP_ENTRIES, type MapCapacity } from './capacity.js';
+import { DEFAULT_SOCK_HASH_ENTRIES, MAX_MAP_ENTRIES, type MapCapacity } from './capacity.js';
 
 export type { MapCapacity } from './capacity.js';
 
@@ -30,7 +30,7 @@ export function generationDirs(pinRoot: string): string[] {
 }
 
 const MAP_NAMES = [
-  'sock_hash', 'sock_state', 'peer_info', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters',
+  'sock_hash', 'sock_state', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters',
   'listener_style', 'pod_addrs',
 ] as const;
 type MapName = (typeof MAP_NAMES)[number];
@@ -38,7 +38,7 @@ type MapName = (typeof MAP_NAMES)[number];
 const OPTIONAL_MAPS: ReadonlySet<MapName> = new Set(['pod_addrs']);
 
 /** How full a map is: its entries, counted from userspace, of the most it can hold. */
-export interface MapFill { map: 'sock_hash' | 'peer_info' | 'pod_addrs'; entries: number; maxEntries: number }
+export interface MapFill { map: 'sock_hash' | 'pod_addrs'; entries: number; maxEntries: number }
 const PROG_SOCKOPS = 'accel_sockops';
 const PROG_MSG = 'accel_msg';
 const PROG_INGRESS = 'accel_ingress';
@@ -196,8 +196,6 @@ export class Datapath {
   private readonly cpus: number;
   private readonly layoutOf: ReturnType<typeof generationLayout>;
   private closed = false;
-  /** peer_info keys (hex) without a sock_hash entry at the last sweep. */
-  private staleSeen = new Set<string>();
 
   private constructor(
     readonly generation: string,
@@ -265,13 +263,12 @@ export class Datapath {
   private static load(n: NativeAddon, objectPath: string, generation: string, pinDir: string, cgroupPath: string, capacity: MapCapacity): Datapath {
     Datapath.checkLayouts(n, objectPath);
     const sockHash = capacity.sockHash ?? DEFAULT_SOCK_HASH_ENTRIES;
-    const peerInfo = capacity.peerInfo ?? Math.max(DEFAULT_PEER_INFO_ENTRIES, 2 * sockHash);
-    for (const [what, v] of [['sockHash', sockHash], ['peerInfo', peerInfo]] as const) {
-      if (!Number.isInteger(v) || v < 1 || v > MAX_MAP_ENTRIES) throw new DatapathError(`capacity.${what}: ${v} is not a whole number of entries from 1 to ${MAX_MAP_ENTRIES}`);
-    }
+    if (!Number.isInteger(sockHash) || sockHash < 1 || sockHash > MAX_MAP_ENTRIES) throw new DatapathError(`capacity.sockHash: ${sockHash} is not a whole number of entries from 1 to ${MAX_MAP_ENTRIES}`);
     let loaded;
     try {
-      loaded = n.loadObject(objectPath, { sock_hash: sockHash, peer_info: peerInfo });
+      // peer_info (one entry per registered socket, kernel only: never pinned
+      // nor read here, it holds kernel addresses) gets room to spare.
+      loaded = n.loadObject(objectPath, { sock_hash: sockHash, peer_info: Math.min(2 * sockHash, MAX_MAP_ENTRIES) });
     } catch (e) {
       throw new DatapathError(loadRefusal((e as Error).message), { cause: e });
     }
@@ -311,6 +308,8 @@ export class Datapath {
       pin(ingressLink, INGRESS_LINK_PIN);
       pin(link, LINK_PIN); // last: its presence marks a complete generation
       for (const fd of Object.values(loaded.progs)) if (fd !== sockops && fd !== msg && fd !== ingress) n.closeFd(fd);
+      // The programs keep their other maps (peer_info, .rodata ...) alive.
+      for (const [name, fd] of Object.entries(loaded.maps)) if (!(MAP_NAMES as readonly string[]).includes(name)) n.closeFd(fd);
       return new Datapath(generation, pinDir, cgroupPath, false, maps, { sockops, msg, ingress }, link, ingressLink);
     } catch (e) {
       // Never partial: undo what this call did.
@@ -524,7 +523,7 @@ export class Datapath {
   /** This generation's map sizes, as its maps were created (an adopted generation keeps its own). */
   capacity(): Required<MapCapacity> {
     this.live();
-    return { sockHash: this.n.mapInfo(this.maps.sock_hash).maxEntries, peerInfo: this.n.mapInfo(this.maps.peer_info).maxEntries };
+    return { sockHash: this.n.mapInfo(this.maps.sock_hash).maxEntries };
   }
 
   /**
@@ -534,29 +533,8 @@ export class Datapath {
    */
   mapFill(): MapFill[] {
     this.live();
-    const maps = (['sock_hash', 'peer_info', 'pod_addrs'] as const).filter((m) => this.maps[m] >= 0);
+    const maps = (['sock_hash', 'pod_addrs'] as const).filter((m) => this.maps[m] >= 0);
     return maps.map((map) => ({ map, entries: this.n.mapKeyCount(this.maps[map]), maxEntries: this.n.mapInfo(this.maps[map]).maxEntries }));
-  }
-
-  /**
-   * Deletes peer_info entries that no socket owns: a key in no sock_hash
-   * entry at this sweep and at the one before (a socket registers in
-   * sock_hash first and leaves it first, so one look could catch a socket in
-   * between). Such an entry is left only by a delete the programs missed; it
-   * would take a slot for good. Returns how many were deleted.
-   */
-  sweepPeerInfo(): number {
-    this.live();
-    const stale = new Set<string>();
-    const keys = [...this.keysOf(this.maps.peer_info)];
-    let deleted = 0;
-    for (const k of keys) {
-      if (this.n.mapLookup(this.maps.sock_hash, k)) continue;
-      const hex = k.toString('hex');
-      if (this.staleSeen.has(hex)) { if (this.n.mapDelete(this.maps.peer_info, k)) deleted++; } else stale.add(hex);
-    }
-    this.staleSeen = stale;
-    return deleted;
   }
 
   /** The node's pod addresses the programs know (address -> its pod's netns cookie). */

@@ -55,6 +55,7 @@ export const COUNTER_TS_NAMES = {
   ACCEL_CNT_FALLBACK_MAP_FULL: 'fallbackMapFull',
   ACCEL_CNT_FALLBACK_SOCKET_BUSY: 'fallbackSocketBusy',
   ACCEL_CNT_FALLBACK_INSERT_FAILED: 'fallbackInsertFailed',
+  ACCEL_CNT_LEAVE_DEFERRED: 'leaveDeferred',
 } as const satisfies Record<CounterEnumerator, string>;
 
 export type CounterName = (typeof COUNTER_TS_NAMES)[CounterEnumerator];
@@ -119,13 +120,6 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
   accel_pod_addr: {
     size: 16,
     members: [{ name: 'ip', offset: 0, size: 16 }],
-  },
-  accel_peer_info: {
-    size: 16,
-    members: [
-      { name: 'psock', offset: 0, size: 8 },
-      { name: 'netns_cookie', offset: 8, size: 8 },
-    ],
   },
   accel_counters: {
     size: 8 * COUNTER_NAMES.length,

@@ -17,7 +17,7 @@ import { datapathStatus, statusText } from '../../src/cli/status.js';
 import { kernelSkip, assertKernelAccess } from './gate.js';
 
 const buildTest = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../build/test');
-const MAPS = ['sock_hash', 'sock_state', 'peer_info', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters', 'listener_style'];
+const MAPS = ['sock_hash', 'sock_state', 'netns_policy', 'accel_cfg', 'counters', 'netns_counters', 'listener_style'];
 const PROGS = ['accel_sockops', 'accel_msg', 'accel_ingress'];
 
 describe('generations built from older layouts', { skip: kernelSkip }, () => {

@@ -22,7 +22,7 @@ export function decodeConnKey(b: Buffer): ConnKey {
 }
 
 /** Every key of one of the mesh generation's maps keyed by struct accel_conn_key. */
-export function mapKeys(m: Mesh, map: 'sock_hash' | 'peer_info'): ConnKey[] {
+export function mapKeys(m: Mesh, map: 'sock_hash'): ConnKey[] {
   const n = native();
   const fd = n.objGet(path.join(m.dp.pinDir, `map_${map}`));
   try {

@@ -44,7 +44,7 @@ def listener(port, opts=()):
         s.setsockopt(level, name, value)
     s.bind((HOST, port))
     s.listen(16)
-    probe(s, port)
+    probe(s, s.getsockname()[1])
     return s
 
 
@@ -416,6 +416,81 @@ def case_same_v6_tuple(port):
     return tagged_exchange(c, s, recv_or_none)
 
 
+class Writer(threading.Thread):
+    """Sends `total` random bytes in chunks of random size, then closes its write side.
+    Records what it sent (sha256) and any error the application saw."""
+
+    def __init__(self, sock, total):
+        super().__init__(daemon=True)
+        self.sock, self.total = sock, total
+        self.hash, self.sent, self.error = hashlib.sha256(), 0, None
+
+    def run(self):
+        # Slices of one random block: the writer spends its time in send(), not in urandom().
+        block = memoryview(os.urandom(1 << 20))
+        try:
+            while self.sent < self.total:
+                start = random.randint(0, len(block) - 1)
+                chunk = block[start:start + min(self.total - self.sent, random.randint(1, 256 * 1024))]
+                self.sock.sendall(chunk)
+                self.hash.update(chunk)
+                self.sent += len(chunk)
+        except OSError as e:
+            self.error = errno.errorcode.get(e.errno, str(e))
+        try:
+            self.sock.shutdown(socket.SHUT_WR)  # after an error too: the reader must see its end
+        except OSError:
+            pass
+
+
+def case_withdraw_under_traffic(port):
+    """The reader of a paired connection turns blocking while its peer streams into
+    it, then answers every read with one byte: each of those sends is a TCP segment
+    at which the datapath may take the reader out of the sockhash (I6), while the
+    writer may be between its verdict and its enqueue. Nothing may be lost and
+    neither end may see an error. Thousands of connections, so that the moment
+    comes: without the fix several in a thousand lost bytes or got EPIPE."""
+    conns = int(os.environ.get("CASE_CONNS", "1024"))
+    per_conn = int(os.environ.get("CASE_BYTES", str(2 << 20)))
+    intact, errors = 0, []
+    for _ in range(conns):
+        # A fresh listener each time: one whose socket turned blocking is never trusted again.
+        lst = listener(0)
+        c = socket.create_connection(lst.getsockname())
+        s, _ = lst.accept()
+        lst.close()
+        writer = Writer(c, per_conn)
+        writer.start()
+        threading.Thread(target=recv_all, args=(c, 60), daemon=True).start()  # the answers
+        got_hash, got = hashlib.sha256(), 0
+        try:
+            first = s.recv(64 * 1024)  # redirected while still non-blocking
+            got_hash.update(first)
+            got += len(first)
+            s.settimeout(None)  # blocking from here on; SO_RCVTIMEO keeps it so, and bounds a hang
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 20, 0))
+            answer = b"x" * 8192  # a longer send holds the reader's lock longer: the writer's redirect waits on it
+            while True:
+                s.sendall(answer)
+                data = s.recv(256 * 1024)
+                if not data:
+                    break
+                got_hash.update(data)
+                got += len(data)
+        except OSError as e:
+            errors.append("reader " + errno.errorcode.get(e.errno, str(e)))
+        writer.join(60)
+        if writer.error:
+            errors.append("writer " + writer.error)
+        if got == writer.sent and got_hash.digest() == writer.hash.digest():
+            intact += 1
+        else:
+            errors.append(f"short: {got} of {writer.sent}")
+        c.close()
+        s.close()
+    return {"conns": conns, "intact": intact, "errors": errors[:10]}
+
+
 def case_ktls(port):
     """kTLS (AES-GCM-128, fixed test keys) set up after a plaintext exchange, as a TLS
     library does after its handshake; then 1 MiB each way through kTLS."""
@@ -446,7 +521,7 @@ CASES = {
     "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
     "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
-    "same-v6-tuple": case_same_v6_tuple,
+    "same-v6-tuple": case_same_v6_tuple, "withdraw-under-traffic": case_withdraw_under_traffic,
 }
 
 if __name__ == "__main__":
