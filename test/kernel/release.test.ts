@@ -10,6 +10,9 @@ import { useMesh, APP_PORT } from './mesh.js';
 import { kernelSkip, scaled, slowdown } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 import { countersDelta } from '../../src/datapath/layout.js';
+import { native, isNativeError } from '../../src/datapath/native.js';
+import fs from 'node:fs';
+import path from 'node:path';
 
 const MiB = 1 << 20;
 
@@ -66,5 +69,58 @@ describe('cross-pod pairing switched while streams cross pods', { skip: kernelSk
     assert.ok(d.redirectedBytes > 0n, 'nothing was redirected');
     console.log(`${flips} flips; counters: ${Object.entries(d).filter(([, v]) => v !== 0n).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     srv.child.kill('SIGKILL');
+  });
+});
+
+/** Every aligned 8-byte word of `buf` that lies in the kernel's half of the address space (x86-64, arm64). */
+function kernelAddresses(buf: Buffer): string[] {
+  const found: string[] = [];
+  for (let o = 0; o + 8 <= buf.length; o += 8) {
+    const v = buf.readBigUInt64LE(o);
+    if (v >> 47n === 0x1ffffn) found.push(`0x${v.toString(16)}`);
+  }
+  return found;
+}
+
+describe('what the pins expose', { skip: kernelSkip }, () => {
+  const mesh = useMesh({ label: 'leavep', crossPod: true });
+
+  test('no pinned map holds a kernel address while connections are paired (item 7: peer_info is kernel-only)', { timeout: scaled(60_000) }, async () => {
+    const m = mesh();
+    const bytes = 64 * 1024;
+    const srv = m.startPeer(m.b, ['server', '--listen', `0.0.0.0:${APP_PORT}`, '--bytes', String(bytes), '--end-after-peer', '1', '--expect', String(bytes)]);
+    await srv.ready();
+    await m.learnListener();
+    const cli = m.startPeer(m.a, ['client', '--connect', m.vip(), '--bytes', String(bytes), '--conns', '4',
+      '--concurrency', '4', '--hold', '1', '--expect', String(bytes)]);
+    try {
+      await cli.waitFor(() => cli.objects.filter((o) => o.event === 'holding').length >= 4, 'four connections holding');
+      assert.ok(m.dp.socketCount() >= 12, `only ${m.dp.socketCount()} sockets registered: the connections are not paired`);
+      const n = native();
+      const pins = fs.readdirSync(m.dp.pinDir).filter((f) => f.startsWith('map_'));
+      assert.ok(!pins.includes('map_peer_info'), 'peer_info, which holds socket addresses, is pinned');
+      let values = 0;
+      for (const pin of pins) {
+        const fd = n.objGet(path.join(m.dp.pinDir, pin));
+        try {
+          for (let key = n.mapNextKey(fd, null); key; key = n.mapNextKey(fd, key)) {
+            const value = n.mapLookup(fd, key);
+            if (!value) continue;
+            values++;
+            assert.deepEqual(kernelAddresses(value), [], `${pin} holds a kernel address under key ${key.toString('hex')}`);
+          }
+        } catch (e) {
+          // sk_storage maps have no keys to walk from userspace; their values are read by the conns iterator.
+          if (!(isNativeError(e) && (e.code === 'EOPNOTSUPP' || e.errno === 524))) throw e; // 524: the kernel's ENOTSUPP
+        } finally {
+          n.closeFd(fd);
+        }
+      }
+      assert.ok(values > 12, `only ${values} values read from the pins`);
+    } finally {
+      cli.child.kill('SIGUSR1');
+      await cli.finished();
+      srv.child.kill('SIGKILL');
+    }
   });
 });
