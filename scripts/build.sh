@@ -38,6 +38,10 @@ if ! $product; then
       clang -g -O2 -mcpu=v3 -target bpf -D__TARGET_ARCH_$arch ${v#*:} -Wall -Werror -Ibuild/bpf -c test/bpf/old-layout.bpf.c -o "$out"
     fi
   done
+  # Another sockmap user's programs (test/kernel/capacity.test.ts: socket_busy).
+  if [[ ! -f build/test/other-sockmap.bpf.o || test/bpf/other-sockmap.bpf.c -nt build/test/other-sockmap.bpf.o ]]; then
+    clang -g -O2 -mcpu=v3 -target bpf -D__TARGET_ARCH_$arch -Wall -Werror -Ibuild/bpf -c test/bpf/other-sockmap.bpf.c -o build/test/other-sockmap.bpf.o
+  fi
 fi
 
 # node-gyp would download Node's headers; build against the local ones.

@@ -7,9 +7,13 @@ import { Mesh, APP_PORT, type PeerProcess } from './mesh.js';
 import { kernelSkip, scaled, assertKernelAccess } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 import { Datapath } from '../../src/datapath/datapath.js';
+import { native, isNativeError } from '../../src/datapath/native.js';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { countersDelta, type Counters } from '../../src/datapath/layout.js';
 
 const BYTES = 256 * 1024;
+const buildTest = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../build/test');
 
 /** Resolves when check() holds; polled, the kernel's maps have no notification. */
 async function until(check: () => boolean, what: string): Promise<void> {
@@ -76,6 +80,40 @@ describe('capacity', { skip: kernelSkip }, () => {
       await until(() => fill(m, 'sock_hash').entries === 0, 'sock_hash empty once every connection closed');
       console.log(`sock_hash of 4: ${moved(m.counters(), before)}`);
     } finally {
+      await m.close();
+    }
+  });
+
+  test('a socket another sockmap user\'s programs hold is not taken: counted as socket_busy, not key_conflict, every byte intact', async () => {
+    const m = await Mesh.create({ label: 'capbusy' });
+    const n = native();
+    // Another user's programs, on pod a's own cgroup: they run before the datapath's (on a parent).
+    const other = n.loadObject(path.join(buildTest, 'other-sockmap.bpf.o'));
+    let link = -1;
+    let attached = false;
+    try {
+      n.progAttach(other.progs.other_msg!, other.maps.other_hash!, 'sk_msg_verdict');
+      attached = true;
+      link = n.linkCgroup(other.progs.other_sockops!, m.a.cgroupDir, 'cgroup_sock_ops');
+      const srv = m.startPeer(m.a, ['server', '--listen', '127.0.0.1:9640', '--bytes', String(BYTES)]);
+      await srv.ready();
+      await m.learnListener(m.a, '127.0.0.1:9640');
+      const before = m.counters();
+      const cli = m.startPeer(m.a, ['client', '--connect', '127.0.0.1:9640', '--bytes', String(BYTES), '--conns', '2', '--concurrency', '2']);
+      const lines = await cli.finished();
+      await srv.waitFor(() => serverReports(srv).length >= 2, 'both server reports');
+      assertStreamsIntact(reports(lines, 'client'), serverReports(srv), 2, () => moved(m.counters(), before));
+      const d = countersDelta(m.counters(), before);
+      // Both ends of both connections (the server's accepted sockets are refused before their listener is even learned).
+      console.log(`socket_busy: ${moved(m.counters(), before)}`);
+      assert.ok(d.fallbackSocketBusy >= 3n, `the held sockets were not counted as socket_busy: ${moved(m.counters(), before)}`);
+      assert.equal(d.fallbackKeyConflict, 0n, 'a held socket was counted as a key conflict');
+      assert.equal(d.redirectedMessages, 0n, 'a socket another user holds was redirected');
+      srv.child.kill('SIGKILL');
+    } finally {
+      if (link >= 0) { n.linkDetach(link); n.closeFd(link); }
+      if (attached) { try { n.progDetach(other.progs.other_msg!, other.maps.other_hash!, 'sk_msg_verdict'); } catch (e) { if (!isNativeError(e)) throw e; } }
+      for (const fd of [...Object.values(other.maps), ...Object.values(other.progs)]) n.closeFd(fd);
       await m.close();
     }
   });
