@@ -461,6 +461,27 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	}
 }
 
+/* A registered socket's state and its tcp_sock, for a sockops callback; false if either is missing. */
+static __always_inline bool state_of(struct bpf_sock_ops *skops, struct sock_state **st, struct tcp_sock **tp)
+{
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return false;
+	*st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
+	*tp = bpf_skc_to_tcp_sock(sk);
+	return *st && *tp;
+}
+
+/*
+ * I2: this socket's direction has never put a byte on TCP, judged from the
+ * kernel's own sequence space, not from a flag of ours.
+ */
+static __always_inline bool tx_clean(const struct sock_state *st, struct tcp_sock *tp)
+{
+	return (st->flags & SOCK_TX_CLEAN) && BPF_CORE_READ(tp, write_seq) == st->base_write_seq;
+}
+
 static __always_inline struct accel_conn_key peer_key_of(const struct sock_state *st)
 {
 	struct accel_conn_key k = st->key;
@@ -545,8 +566,7 @@ static __always_inline void release_claim(struct sock_state *st, struct tcp_sock
 		return;
 	peer_key = peer_key_of(st);
 	peer = bpf_map_lookup_elem(&peer_info, &peer_key);
-	if (settled_only && peer && !(peer->gate & GATE_LEAVING) &&
-	    (st->flags & SOCK_TX_CLEAN) && BPF_CORE_READ(tp, write_seq) == st->base_write_seq)
+	if (settled_only && peer && !(peer->gate & GATE_LEAVING) && tx_clean(st, tp))
 		return;
 	if (peer)
 		__sync_fetch_and_and(&peer->gate, ~GATE_CLAIMED);
@@ -706,15 +726,10 @@ static __always_inline void observe_reader(struct bpf_sock_ops *skops, struct so
  */
 static __always_inline void on_segment(struct bpf_sock_ops *skops)
 {
-	struct bpf_sock *sk = skops->sk;
 	struct sock_state *st;
 	struct tcp_sock *tp;
 
-	if (!sk)
-		return;
-	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!st || !tp)
+	if (!state_of(skops, &st, &tp))
 		return;
 	if (st->flags & SOCK_APP)
 		observe_reader(skops, st, tp);
@@ -724,8 +739,7 @@ static __always_inline void on_segment(struct bpf_sock_ops *skops)
 		release_claim(st, tp, 0, true);
 	if (!(st->flags & (SOCK_LEARN | SOCK_LEAVE_PENDING | SOCK_CLAIMS_PEER)) &&
 	    !((st->flags & SOCK_REGISTERED) &&
-	      ((st->flags & SOCK_APP) ||
-	       ((st->flags & SOCK_TX_CLEAN) && BPF_CORE_READ(tp, write_seq) == st->base_write_seq))))
+	      ((st->flags & SOCK_APP) || tx_clean(st, tp))))
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
 						 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
@@ -736,15 +750,10 @@ static __always_inline void on_segment(struct bpf_sock_ops *skops)
  */
 static __always_inline void on_close(struct bpf_sock_ops *skops)
 {
-	struct bpf_sock *sk = skops->sk;
 	struct sock_state *st;
 	struct tcp_sock *tp;
 
-	if (!sk)
-		return;
-	st = bpf_sk_storage_get(&sock_state, sk, 0, 0);
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!st || !tp)
+	if (!state_of(skops, &st, &tp))
 		return;
 	release_claim(st, tp, 0, false);
 	if (st->flags & SOCK_REGISTERED)
@@ -891,8 +900,7 @@ static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_
 	__u64 netns = st->netns_cookie;
 	__u32 refusal;
 
-	/* I2: judged from the kernel's own sequence space, not from a flag of ours. */
-	if (!(st->flags & SOCK_TX_CLEAN) || BPF_CORE_READ(tp, write_seq) != st->base_write_seq) {
+	if (!tx_clean(st, tp)) {
 		count(netns, ACCEL_CNT_TCP_MSGS, 1);
 		return false;
 	}
