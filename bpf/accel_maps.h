@@ -146,6 +146,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_SOCKET_BUSY,  /* another sockmap user's programs own the socket (EBUSY): never registered */
 	ACCEL_CNT_FALLBACK_INSERT_FAILED, /* sock_hash or peer_info refused it otherwise (ENOMEM, ...): never registered */
 	ACCEL_CNT_LEAVE_DEFERRED,        /* a socket's leave waited for its peer's redirects to it to end (I5) */
+	ACCEL_CNT_SOCKETS_WITHDRAWN,     /* turned blocking, then out of sock_hash: plain TCP from then on (I6) */
 	ACCEL_CNT_MAX
 };
 

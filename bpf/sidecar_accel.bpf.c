@@ -606,8 +606,7 @@ static __always_inline bool leave_sockhash(struct bpf_sock_ops *skops, struct so
 	}
 	bpf_map_delete_elem(&peer_info, &st->key);
 	st->flags &= ~(SOCK_REGISTERED | SOCK_LEAVE_PENDING);
-	if (!(st->flags & SOCK_TURNED_BLOCKING))
-		count(st->netns_cookie, ACCEL_CNT_SOCKETS_RELEASED, 1);
+	count(st->netns_cookie, (st->flags & SOCK_TURNED_BLOCKING) ? ACCEL_CNT_SOCKETS_WITHDRAWN : ACCEL_CNT_SOCKETS_RELEASED, 1);
 	return true;
 }
 

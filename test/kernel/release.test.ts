@@ -32,6 +32,8 @@ describe('leaving the sockhash while the peer sends', { skip: kernelSkip }, () =
     assert.ok(after.fallbackTurnedBlocking - before.fallbackTurnedBlocking >= BigInt(r.conns), 'the readers were not seen turning blocking');
     // The writer held a claim on each reader when it turned blocking: every leave had to wait for it.
     assert.ok(after.leaveDeferred > before.leaveDeferred, 'no leave ever waited for the writer: the race was not exercised');
+    // And every reader did leave: a claim never pins a socket in the sockhash for good.
+    assert.equal(after.socketsWithdrawn - before.socketsWithdrawn, BigInt(r.conns), 'a reader that turned blocking stayed in the sockhash');
   });
 });
 
