@@ -9,13 +9,13 @@ import path from 'node:path';
 import { run } from '../../src/util/exec.js';
 import { runCleanly } from '../../lab/harness/interruptible.js';
 import { countersDelta } from '../../src/datapath/layout.js';
-import { cpuTicks, tcpDataSegments } from '../../lab/measure/kernel.js';
+import { cpuTicks, linkTx, tcpDataSegments, tcpOpens } from '../../lab/measure/kernel.js';
 import { Progress } from '../../lab/harness/progress.js';
 import type { Pod } from '../../lab/topology/topology.js';
 import { createBenchPods, type BenchPods } from './pods.js';
 import { AgentControl } from './agent-control.js';
 import { SCENARIOS, SCENARIO_SPECS, exchangeOf, notApplicable, workloadPoints, type Exchange, type Scenario, type WorkloadPoint } from './scenarios.js';
-import { judge, sampleSockets, type SocketSample } from './verify.js';
+import { LINK_HEADER_BYTES, hopLinks, judge, type HopTraffic } from './verify.js';
 import { aggregate, headlines, markdown, type RawSample, type Report } from './report.js';
 import { chartSvg } from './chart.js';
 
@@ -117,6 +117,22 @@ async function sumDataSegments(pods: Pod[]): Promise<number> {
   return n;
 }
 
+/** What the pods' hop links have sent so far (cumulative). */
+async function hopTraffic(pods: Pod[], links: string[]): Promise<Omit<HopTraffic, 'dataSegments'>> {
+  let bytes = 0;
+  let headerBytes = 0;
+  let opens = 0;
+  for (const p of pods) {
+    if (links.length) opens += await tcpOpens(p);
+    for (const dev of links) {
+      const t = await linkTx(p, dev);
+      bytes += t.bytes;
+      headerBytes += t.packets * LINK_HEADER_BYTES[dev]!;
+    }
+  }
+  return { bytes, headerBytes, opens };
+}
+
 export interface MeasureInput {
   spec: Scenario;
   point: WorkloadPoint;
@@ -134,30 +150,21 @@ export async function measure({ spec, point, seconds, clkTck, ex, control, round
   const agent = control.running;
   const attachedBefore = spec.agent ? null : control.attached();
   await ex.prepare(point);
+  const links = spec.agent ? hopLinks(spec.expect) : [];
   const segs0 = spec.path === 'uds' ? 0 : await sumDataSegments(pods);
+  const hops0 = await hopTraffic(pods, links);
   const c0 = agent?.dp.counters();
-  // Sockets are sampled while the exchange runs (its connections are gone after).
-  const samples: Promise<SocketSample[]>[] = [];
-  const timers = [0.4, 0.8].map((f) => setTimeout(() => samples.push(sampleSockets(pods)), seconds * 1000 * f));
   const cpu0 = cpuTicks();
-  let m;
-  try {
-    m = await ex.run(point, seconds);
-  } finally {
-    timers.forEach(clearTimeout);
-  }
+  const m = await ex.run(point, seconds);
   const cpu1 = cpuTicks();
   const segs1 = spec.path === 'uds' ? 0 : await sumDataSegments(pods);
+  const hops1 = await hopTraffic(pods, links);
   const counters = agent && c0 ? countersDelta(agent.dp.counters(), c0) : null;
-  const sampled = (await Promise.all(samples)).flat();
-  const v: { ok: boolean; detail: string } = spec.agent
-    ? judge(spec.expect, sampled, counters)
-    : { ok: attachedBefore === null, detail: attachedBefore ?? 'no program of ours attached' };
-  // A stream that fell back shows here how much of it the redirect still carried.
-  if (m.gbps !== null && counters && (spec.expect === 'in-pod' || spec.expect === 'all')) {
-    const hopBytes = (m.gbps * 1e9 / 8) * m.seconds * (spec.expect === 'all' ? 3 : 2);
-    v.detail += `; ${(100 * Number(counters.redirectedBytes) / hopBytes).toFixed(0)}% of the bytes on those hops redirected, ${counters.fallbackBackpressure} backpressure fallbacks`;
-  }
+  const hops: HopTraffic = { bytes: hops1.bytes - hops0.bytes, headerBytes: hops1.headerBytes - hops0.headerBytes, opens: hops1.opens - hops0.opens, dataSegments: segs1 - segs0 };
+  const v: { ok: boolean; share: number | null; detail: string } = spec.agent
+    ? judge(spec.expect, hops, counters)
+    : { ok: attachedBefore === null, share: null, detail: attachedBefore ?? 'no program of ours attached' };
+  if (counters?.fallbackBackpressure) v.detail += `; ${counters.fallbackBackpressure} backpressure fallbacks`;
   const requests = m.requests;
   const cpuUs = ((cpu1.busy - cpu0.busy) * 1e6) / clkTck;
   return {
@@ -166,6 +173,7 @@ export async function measure({ spec, point, seconds, clkTck, ex, control, round
     rps: requests === null ? null : requests / m.seconds, gbps: m.gbps,
     cpu_us_per_req: requests ? cpuUs / requests : null,
     tcp_data_segs_per_req: requests && spec.path !== 'uds' ? (segs1 - segs0) / requests : null,
+    redirected_share: v.share,
     verified: v.ok, verification: v.detail,
   };
 }

@@ -52,9 +52,22 @@ export function tcpOutSegs(pod: Pod): Promise<number> {
   return netCounter(pod, 'snmp', 'Tcp', 'OutSegs');
 }
 
+/** Connections the pod's netns opened, actively and passively (Tcp ActiveOpens + PassiveOpens): one SYN or SYN-ACK each. */
+export async function tcpOpens(pod: Pod): Promise<number> {
+  return await netCounter(pod, 'snmp', 'Tcp', 'ActiveOpens') + await netCounter(pod, 'snmp', 'Tcp', 'PassiveOpens');
+}
+
 /** Segments that carried new data over TCP in the pod's netns (TcpExt TCPOrigDataSent). */
 export function tcpDataSegments(pod: Pod): Promise<number> {
   return netCounter(pod, 'netstat', 'TcpExt', 'TCPOrigDataSent');
+}
+
+/** Bytes and packets a network device of the pod's netns has sent (ip -s link: the kernel's own counters). */
+export async function linkTx(pod: Pod, dev: string): Promise<{ bytes: number; packets: number }> {
+  const { stdout } = await pod.exec('ip', ['-s', '-j', 'link', 'show', 'dev', dev]);
+  const tx = (JSON.parse(stdout) as { stats64?: { tx?: { bytes?: number; packets?: number } } }[])[0]?.stats64?.tx;
+  if (typeof tx?.bytes !== 'number' || typeof tx.packets !== 'number') throw new Error(`no tx counters for ${dev} in ${pod.netns}: ${stdout.slice(0, 200)}`);
+  return { bytes: tx.bytes, packets: tx.packets };
 }
 
 /** Machine-wide CPU time from /proc/stat, in clock ticks: busy includes irq and softirq. */

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { roundOrder } from '../../bench/suite/run.js';
 import { SCENARIOS, SCENARIO_SPECS, notApplicable, workloadPoints } from '../../bench/suite/scenarios.js';
-import { isInPodHop, judge, type SocketSample } from '../../bench/suite/verify.js';
+import { hopLinks, judge, LINK_HEADER_BYTES, SYN_EXTRA_BYTES, type HopTraffic } from '../../bench/suite/verify.js';
 import { aggregate, headlines, markdown, type RawSample, type Report } from '../../bench/suite/report.js';
 import { COUNTER_NAMES, type Counters } from '../../src/datapath/layout.js';
 import { parseWrk } from '../../lab/measure/tools.js';
@@ -33,43 +33,42 @@ test('the workloads are the ones the protocol names; uds-floor skips what has no
   assert.equal(notApplicable('accel', 'stream'), null);
 });
 
-test('in-pod hops are told from the cross-pod hop by their addresses', () => {
-  const s = (local: string, peer: string) => ({ state: 'ESTAB', local, peer, bytesSent: 0, bytesReceived: 0, dataSegsOut: 0 });
-  assert.equal(isInPodHop(s('10.44.0.2:40000', '10.96.0.10:80')), true, 'app to the service VIP');
-  assert.equal(isInPodHop(s('127.0.0.1:15001', '10.44.0.2:40000')), true, 'sidecar outbound listener');
-  assert.equal(isInPodHop(s('127.0.0.6:41000', '10.44.0.3:8080')), true, 'inbound passthrough');
-  assert.equal(isInPodHop(s('[::6]:41000', '[fd44::3]:8080')), true);
-  assert.equal(isInPodHop(s('10.44.0.2:41000', '10.44.0.3:8080')), false, 'sidecar to the other pod');
-  assert.equal(isInPodHop(s('10.44.0.3:15006', '10.44.0.2:41000')), false, 'inbound listener, from the other pod');
-});
-
 const zero = (): Counters => Object.fromEntries(COUNTER_NAMES.map((k) => [k, 0n])) as Counters;
-const sock = (key: string, inPod: boolean, dataSegsOut: number): SocketSample => ({ key, inPod, dataSegsOut });
+/** `payload` bytes over TCP on the hop links in `segs` data segments, with one pure ACK per segment. */
+const hops = (payload: number, segs: number, opens = 0): HopTraffic => {
+  const headerBytes = (2 * segs + opens) * LINK_HEADER_BYTES.lo!;
+  return { bytes: payload + headerBytes + opens * SYN_EXTRA_BYTES, headerBytes, opens, dataSegments: segs };
+};
 
-test('an accel round counts only if the kernel shows its hops bypassed TCP', () => {
-  const c = { ...zero(), redirectedMessages: 1000n };
-  const inPod = [sock('a', true, 0), sock('b', true, 0), sock('x', false, 500)];
-  assert.equal(judge('in-pod', inPod, c).ok, true, 'the cross-pod hop may use TCP without cross-pod pairing');
-  assert.equal(judge('all', inPod, c).ok, false, 'with cross-pod pairing it may not');
-  // a later sample of the same socket that shows TCP data wins over an earlier clean one
-  assert.equal(judge('in-pod', [...inPod, sock('a', true, 3)], c).ok, false);
-  assert.equal(judge('in-pod', [], c).ok, false, 'no socket seen is no proof');
-  assert.equal(judge('in-pod', inPod, zero()).ok, false, 'nothing redirected is no proof');
-  const v = judge('in-pod', inPod, c);
-  assert.deepEqual([v.hopSockets, v.bypassed], [2, 2]);
+test('an accel round counts only if the programs redirected at least 95% of the bytes on its expected hops', () => {
+  const c = { ...zero(), redirectedMessages: 1000n, redirectedBytes: 1_000_000n };
+  assert.equal(judge('in-pod', hops(0, 0), c).ok, true, 'nothing on TCP');
+  assert.equal(judge('in-pod', hops(0, 40, 100), c).share, 1, 'pure ACKs and handshakes (SYN options and all) carry no payload');
+  assert.equal(judge('in-pod', hops(50_000, 40), c).ok, true, '95.2%');
+  assert.equal(judge('in-pod', hops(60_000, 40), c).ok, false, '94.3%');
+  assert.equal(judge('all', hops(60_000, 40), c).share!.toFixed(3), '0.943');
+  assert.equal(judge('in-pod', hops(0, 0), zero()).ok, false, 'nothing redirected is no proof');
+  assert.equal(judge('in-pod', null, c).ok, false, 'no link counters is no proof');
+  // The links' estimate must fit in the data segments nstat saw: else the header arithmetic is off.
+  const v = judge('in-pod', { bytes: 200_000, headerBytes: 52, opens: 0, dataSegments: 1 }, c);
+  assert.equal(v.ok, false);
+  assert.match(v.detail, /disagree/);
+  assert.match(judge('in-pod', hops(50_000, 40), c).detail, /^95\.2% of the bytes on the in-pod hops redirected/);
+  assert.deepEqual(hopLinks('in-pod'), ['lo']);
+  assert.deepEqual(hopLinks('all'), ['lo', 'eth0']);
 });
 
 test('an unpaired round counts only if the programs ran and paired nothing', () => {
-  assert.equal(judge('unpaired', [], { ...zero(), fallbackNoPeer: 5n, tcpMessages: 900n }).ok, true);
-  assert.equal(judge('unpaired', [], { ...zero(), fallbackNoPeer: 5n, redirectedMessages: 1n, socketsPaired: 1n }).ok, false);
-  assert.equal(judge('unpaired', [], zero()).ok, false, 'the programs must have seen the traffic');
-  assert.equal(judge('unpaired', [], null).ok, false);
+  assert.equal(judge('unpaired', null, { ...zero(), fallbackNoPeer: 5n, tcpMessages: 900n }).ok, true);
+  assert.equal(judge('unpaired', null, { ...zero(), fallbackNoPeer: 5n, redirectedMessages: 1n, socketsPaired: 1n }).ok, false);
+  assert.equal(judge('unpaired', null, zero()).ok, false, 'the programs must have seen the traffic');
+  assert.equal(judge('unpaired', null, null).ok, false);
 });
 
 function sample(over: Partial<RawSample>): RawSample {
   return {
     round: 1, scenario: 'istio-iptables', workload: 'rr', conns: 1, size: 64, p50_us: 100, p90_us: 150, p99_us: 300,
-    rps: 7000, gbps: null, cpu_us_per_req: 200, tcp_data_segs_per_req: 6, verified: true, verification: 'baseline', ...over,
+    rps: 7000, gbps: null, cpu_us_per_req: 200, tcp_data_segs_per_req: 6, redirected_share: null, verified: true, verification: 'baseline', ...over,
   };
 }
 
@@ -77,7 +76,7 @@ test('results are medians over verified rounds, with the spread and the discarde
   const raw = [
     sample({ round: 1, p50_us: 100 }), sample({ round: 2, p50_us: 120 }), sample({ round: 3, p50_us: 110 }),
     sample({ scenario: 'accel', round: 1, p50_us: 80 }), sample({ scenario: 'accel', round: 2, p50_us: 90 }),
-    sample({ scenario: 'accel', round: 3, p50_us: 10, verified: false, verification: '1/2 hop sockets sent no TCP data' }),
+    sample({ scenario: 'accel', round: 3, p50_us: 10, verified: false, verification: '50.0% of the bytes on the in-pod hops redirected' }),
   ];
   const res = aggregate(raw);
   const base = res.find((r) => r.scenario === 'istio-iptables')!;
@@ -95,7 +94,7 @@ test('results are medians over verified rounds, with the spread and the discarde
   };
   const md = markdown(rep);
   assert.match(md, /\| accel \/ istio-iptables, rr 64 B p50, 1 conn \| 0\.77x \|/);
-  assert.match(md, /round 3 accel rr conns 1 size 64 \(measured p50 10\.0 us, 7,000 req\/s, not counted\): 1\/2 hop sockets/);
+  assert.match(md, /round 3 accel rr conns 1 size 64 \(measured p50 10\.0 us, 7,000 req\/s, not counted\): 50\.0% of the bytes/);
 });
 
 test('wrk reports are read in their units, and any error fails the measurement', () => {
