@@ -10,7 +10,7 @@ import { Topology, PROXY_UID, type Pod } from '../../lab/topology/topology.js';
 import { run } from '../../src/util/exec.js';
 
 export const APP_PORT = 8080;
-/** The plain server pod's HTTP app (its 8080 is the rr/iperf3 servers' turn). */
+/** The plain server pod's HTTP app (its 8080 is the rr servers' turn). */
 export const PLAIN_HTTP_PORT = 8081;
 
 export interface PodPair { client: Pod; server: Pod }

@@ -140,7 +140,7 @@ export function markdown(rep: Report): string {
     ['rr: request/response (own C client, bench/native/rr.c)', (r) => r.workload === 'rr'],
     ['http: HTTP/1.1 keep-alive, TLS between the sidecars (wrk)', (r) => r.workload === 'http'],
     ['crr: a fresh connection per 64 B request (own C client)', (r) => r.workload === 'crr'],
-    ['stream: one connection, bulk (iperf3)', (r) => r.workload === 'stream'],
+    ['stream: one connection, bulk (own C client and sink, non-blocking)', (r) => r.workload === 'stream'],
   ];
   for (const [title, pick] of sections) {
     out.push(`## ${title}`, '');

@@ -35,7 +35,7 @@ const TOOLS: Report['tools'] = {
   rr: 'bench/native/rr.c (C, epoll, one request in flight per connection)',
   http: 'wrk 4.1, one thread, HTTP/1.1 keep-alive',
   crr: 'bench/native/rr.c --crr (C, a connection per request)',
-  stream: 'iperf3, one stream',
+  stream: 'bench/native/rr.c --stream (C, non-blocking writes as fast as the kernel takes them) into its sink (epoll)',
 };
 
 export const DEFAULT_OUTPUT = 'bench/results/last-run';

@@ -3,7 +3,7 @@
 import type { Pod } from '../../lab/topology/topology.js';
 import { SERVICE_VIP4 } from '../../lab/topology/topology.js';
 import { SERVICE_PORT } from '../../lab/topology/pair.js';
-import { httpGet, iperfStream, rrClient, startAnsweredRr, startIperfServer, withServer, wrkHttp, type RrAddress } from '../../lab/measure/tools.js';
+import { httpGet, rrClient, rrStream, startAnsweredRr, withServer, wrkHttp, type RrAddress } from '../../lab/measure/tools.js';
 import type { LineProcess } from '../../src/util/lines.js';
 import { APP_PORT, PLAIN_HTTP_PORT, type BenchPods, type PodPair } from './pods.js';
 
@@ -48,7 +48,6 @@ export function workloadPoints(): WorkloadPoint[] {
 /** Why a workload does not apply to a scenario, or null when it does. */
 export function notApplicable(s: ScenarioName, w: WorkloadName): string | null {
   if (s === 'uds-floor' && w === 'http') return 'wrk speaks TCP only';
-  if (s === 'uds-floor' && w === 'stream') return 'iperf3 speaks TCP only';
   return null;
 }
 
@@ -96,7 +95,7 @@ export function exchangeOf(s: Scenario, pods: BenchPods): Exchange {
           await httpGet(s.path === 'mesh' ? pods.http.client : pair.client, byPath.httpUrl);
           return;
         case 'stream':
-          server = await startIperfServer(pair.server, APP_PORT);
+          server = await startAnsweredRr('sink', pair.server, listen, pair.client, byPath.target);
           return;
       }
     },
@@ -120,9 +119,7 @@ export function exchangeOf(s: Scenario, pods: BenchPods): Exchange {
           return { ...r, gbps: null };
         }
         case 'stream': {
-          if (!('tcp' in byPath.target)) throw new Error('stream needs TCP');
-          const { tcp, port } = byPath.target;
-          const gbps = await withServer(started, () => iperfStream(pair.client, tcp, port, seconds));
+          const gbps = await withServer(started, () => rrStream(pair.client, byPath.target, seconds));
           return { requests: null, seconds, p50_us: null, p90_us: null, p99_us: null, gbps };
         }
       }
