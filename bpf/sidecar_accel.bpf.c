@@ -461,7 +461,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	}
 }
 
-/* A registered socket's state and its tcp_sock, for a sockops callback; false if either is missing. */
+/* The socket's state and its tcp_sock, for a sockops callback; false if either is missing. */
 static __always_inline bool state_of(struct bpf_sock_ops *skops, struct sock_state **st, struct tcp_sock **tp)
 {
 	struct bpf_sock *sk = skops->sk;

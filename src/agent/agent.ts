@@ -104,7 +104,7 @@ export class Agent {
     else checkNoForeignSockops(cgroup, new Set());
 
     const capacity = { sockHash: config.datapath.sockHashEntries };
-    if (config.datapath.peerInfoEntries !== undefined) log.warn('datapath.peerInfoEntries is ignored: the peer_info map is gone (senders find their peer in sock_hash)');
+    if (config.datapath.peerInfoEntries !== undefined) log.warn('datapath.peerInfoEntries is ignored: peer_info is sized by the agent now (twice datapath.sockHashEntries)');
     const dp = Datapath.open({ cgroupPath: cgroup, pinRoot, capacity, ...(config.datapath.object ? { objectPath: config.datapath.object } : {}) });
     const has = dp.capacity();
     log.info({ generation: dp.generation, adopted: dp.adopted, cgroup, pinDir: dp.pinDir, sockHashEntries: has.sockHash }, dp.adopted ? 'adopted the pinned datapath' : 'loaded the datapath');

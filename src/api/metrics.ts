@@ -23,7 +23,7 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackNoPeer', 'no_peer'], ['fallbackBackpressure', 'backpressure'], ['fallbackExcluded', 'excluded_port'],
   ['fallbackDisabled', 'disabled'], ['fallbackUlp', 'ulp'], ['fallbackEarlyData', 'early_data'],
   ['fallbackRepair', 'tcp_repair'], ['fallbackKeyConflict', 'key_conflict'], ['fallbackCrossPod', 'cross_pod_off'],
-  // Not registered: sock_hash full (datapath.sockHashEntries), the socket held by
+  // Not registered: sock_hash full, or peer_info, sized twice it (datapath.sockHashEntries), the socket held by
   // another sockmap user's programs, or another refusal of the kernel.
   ['fallbackMapFull', 'map_full'], ['fallbackSocketBusy', 'socket_busy'], ['fallbackInsertFailed', 'insert_failed'],
   // The application reads the socket blocking (tcp_bpf's blocking recv differs from TCP's).

@@ -71,9 +71,9 @@ export const configSchema = z.object({
      */
     sockHashEntries: z.number().int().min(1).max(MAX_MAP_ENTRIES).default(DEFAULT_SOCK_HASH_ENTRIES),
     /**
-     * Ignored, with a warning: it sized the peer_info map, which is gone
-     * (senders find their peer in sock_hash). Accepted so that a config that
-     * sets it still loads.
+     * Ignored, with a warning: it sized the peer_info map, which the agent
+     * now sizes itself (twice sockHashEntries) and never reads. Accepted so
+     * that a config that sets it still loads.
      */
     peerInfoEntries: z.number().int().min(1).optional(),
   }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto', sockHashEntries: DEFAULT_SOCK_HASH_ENTRIES }),
