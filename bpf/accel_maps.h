@@ -147,6 +147,7 @@ enum accel_counter {
 	ACCEL_CNT_FALLBACK_INSERT_FAILED, /* sock_hash or peer_info refused it otherwise (ENOMEM, ...): never registered */
 	ACCEL_CNT_LEAVE_DEFERRED,        /* a socket's leave waited for its peer's redirects to it to end (I5) */
 	ACCEL_CNT_SOCKETS_WITHDRAWN,     /* turned blocking, then out of sock_hash: plain TCP from then on (I6) */
+	ACCEL_CNT_DIRECTIONS_RESUMED,    /* a direction on TCP came back to redirect: its receiver had read every TCP byte (I2) */
 	ACCEL_CNT_MAX
 };
 
@@ -161,7 +162,7 @@ struct accel_counters {
  * of `sidecar-accel conns` (conns_iter.bpf.c) reads the same map.
  */
 #define SOCK_REGISTERED 1u  /* in sock_hash under key */
-#define SOCK_TX_CLEAN 4u    /* at ESTABLISHED nothing of ours had gone over TCP */
+#define SOCK_TX_CLEAN 4u    /* nothing of ours had gone over TCP at ESTABLISHED, or was unread at the last resume (I2) */
 #define SOCK_PAIRED 8u      /* counting only: first redirect already counted */
 #define SOCK_APP 16u        /* not the sidecar's: its reader is checked at every send (I6) */
 #define SOCK_LEARN 32u      /* accepted, not registered: its first send teaches the listener's style */
@@ -173,7 +174,7 @@ struct accel_counters {
 struct sock_state {
 	struct accel_conn_key key;  /* this end, netns scope */
 	__u64 netns_cookie;
-	__u32 base_write_seq;       /* write_seq at ESTABLISHED */
+	__u32 base_write_seq;       /* write_seq at ESTABLISHED, or at the last return from TCP to redirect */
 	__u32 flags;                /* SOCK_*: written by this socket's own programs, under its lock */
 };
 

@@ -12,8 +12,11 @@
  * Invariants (DESIGN.md 4), referred to below by number:
  *  I1 a message goes only to the socket registered as the other end of the
  *     same connection (same scope, client address/port and both ISNs);
- *  I2 a direction never goes TCP -> redirect: the receiver reads its redirect
- *     queue first, so a redirected byte would overtake bytes TCP still holds;
+ *  I2 a direction goes TCP -> redirect only once its receiver's application
+ *     has read every byte the direction sent over TCP (the receiver reads its
+ *     redirect queue first, so a redirected byte would overtake bytes TCP
+ *     still holds) and cannot be waiting inside TCP's own recvmsg, which never
+ *     looks at the redirect queue (receiver_caught_up);
  *  I3 a redirect never grows the receiver's redirect queue past its rcvbuf;
  *  I4 sockets of disabled or unknown netns, TCP_REPAIR sockets, ULP sockets
  *     and excluded ports are left exactly as the kernel made them;
@@ -150,6 +153,29 @@ static __always_inline void count(__u64 netns, __u32 idx, __u64 n)
 	c = bpf_map_lookup_elem(&netns_counters, &netns);
 	if (c && idx < ACCEL_CNT_MAX)
 		c->v[idx] += n;
+}
+
+/*
+ * The per-message pair (messages, bytes) of a redirect in one look-up per
+ * map: they sit next to each other in both, and a redirect is the hot path.
+ */
+static __always_inline void count_redirect(__u64 netns, __u64 bytes)
+{
+	__u32 idx = ACCEL_CNT_REDIRECTED_MSGS;
+	__u64 *g = bpf_map_lookup_elem(&counters, &idx);
+	struct accel_counters *c;
+
+	if (g)
+		*g += 1;
+	idx = ACCEL_CNT_REDIRECTED_BYTES;
+	g = bpf_map_lookup_elem(&counters, &idx);
+	if (g)
+		*g += bytes;
+	c = bpf_map_lookup_elem(&netns_counters, &netns);
+	if (c) {
+		c->v[ACCEL_CNT_REDIRECTED_MSGS] += 1;
+		c->v[ACCEL_CNT_REDIRECTED_BYTES] += bytes;
+	}
 }
 
 /* IPv4 becomes ::ffff:a.b.c.d so both families of one connection agree. */
@@ -719,9 +745,9 @@ static __always_inline void observe_reader(struct bpf_sock_ops *skops, struct so
 /*
  * Every TCP segment a socket sends while it needs to see them: an
  * application's while registered or learning (I6), any socket with a claim
- * to give up or a leave to finish (I5), and a registered one whose direction
- * is still clean (it may claim its peer later, from sk_msg, which cannot
- * turn this callback back on).
+ * to give up or a leave to finish (I5), and any registered one (it may claim
+ * its peer later, from sk_msg, which cannot turn this callback back on, even
+ * after its direction went to TCP: it may come back, I2).
  */
 static __always_inline void on_segment(struct bpf_sock_ops *skops)
 {
@@ -736,9 +762,7 @@ static __always_inline void on_segment(struct bpf_sock_ops *skops)
 		leave_sockhash(skops, st, tp);
 	else
 		release_claim(st, tp, 0, true);
-	if (!(st->flags & (SOCK_LEARN | SOCK_LEAVE_PENDING | SOCK_CLAIMS_PEER)) &&
-	    !((st->flags & SOCK_REGISTERED) &&
-	      ((st->flags & SOCK_APP) || tx_clean(st, tp))))
+	if (!(st->flags & (SOCK_LEARN | SOCK_LEAVE_PENDING | SOCK_CLAIMS_PEER | SOCK_REGISTERED)))
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
 						 ~BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG);
 }
@@ -842,7 +866,9 @@ static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *p
 
 	if (!psk || (peer->gate & GATE_LEAVING))
 		return ACCEL_CNT_FALLBACK_NO_PEER;
-	policy = bpf_map_lookup_elem(&netns_policy, &peer->netns_cookie);
+	/* In-pod, the usual case, the peer's policy is our own: no second look-up. */
+	policy = peer->netns_cookie == netns ? (struct accel_netns_policy *)own
+					      : bpf_map_lookup_elem(&netns_policy, &peer->netns_cookie);
 	/* DESIGN.md 4.5: the two ends in different pods pair only when opted in. */
 	if (peer->netns_cookie != netns && !cross_pod_allowed(own, policy))
 		return ACCEL_CNT_FALLBACK_CROSS_POD;
@@ -891,26 +917,64 @@ static __always_inline __u32 peer_refusal(struct sock_state *st, const struct ac
 	return refusal;
 }
 
+/*
+ * I2: this direction is on TCP; may it come back to redirect? Only when the
+ * receiving application has read every byte it ever sent over TCP: the
+ * receiver's copied_seq equals our write_seq (one sequence space; write_seq
+ * cannot move, the caller holds our lock, and copied_seq cannot pass it), so
+ * nothing of ours is queued, in flight or unsent on TCP. And its reader must
+ * be non-blocking now: a reader that entered TCP's recvmsg while bytes were
+ * queued there waits inside it (MSG_WAITALL, SO_RCVLOWAT) for TCP bytes
+ * only, and would never see a redirected one; a non-blocking one never waits
+ * there, and a read that starts later finds TCP's queue empty and takes the
+ * sockmap path, which waits on both queues. Its redirect queue is empty then
+ * (I7 let our TCP bytes in only after it was read); checked all the same.
+ */
+static __always_inline bool receiver_caught_up(struct sock_state *st, struct tcp_sock *tp)
+{
+	struct accel_conn_key peer_key = peer_key_of(st);
+	struct accel_peer_info *peer = bpf_map_lookup_elem(&peer_info, &peer_key);
+	struct tcp_sock *rtp;
+	struct sk_psock *psock;
+
+	if (!peer || !peer->sk || (peer->gate & GATE_LEAVING))
+		return false;
+	rtp = (struct tcp_sock *)peer->sk;
+	if (BPF_CORE_READ(rtp, copied_seq) != BPF_CORE_READ(tp, write_seq) ||
+	    reader_style((struct sock *)rtp) != READER_NONBLOCKING)
+		return false;
+	psock = psock_of(rtp);
+	return psock && ingress_empty(psock);
+}
+
 /* Redirects the message to the peer if that keeps the stream exact; false if TCP carries it. */
 static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_state *st, struct tcp_sock *tp)
 {
 	struct accel_netns_policy *policy;
 	struct accel_conn_key peer_key;
 	__u64 netns = st->netns_cookie;
+	bool resuming = false;
 	__u32 refusal;
 
 	if (!tx_clean(st, tp)) {
-		count(netns, ACCEL_CNT_TCP_MSGS, 1);
-		return false;
+		if ((st->flags & (SOCK_TURNED_BLOCKING | SOCK_LEAVE_PENDING)) || !receiver_caught_up(st, tp)) {
+			count(netns, ACCEL_CNT_TCP_MSGS, 1);
+			return false;
+		}
+		resuming = true;
 	}
-	/* From here on a false is this direction's first TCP byte: a fallback. */
+	/*
+	 * From here on a false is this direction's first TCP byte since it was
+	 * last redirected: a fallback, counted by its reason. A direction already
+	 * on TCP that may not resume after all counts as a TCP message only.
+	 */
 	policy = bpf_map_lookup_elem(&netns_policy, &netns);
 	if (!policy || !(policy->flags & ACCEL_NETNS_ENABLED)) {
-		count(netns, ACCEL_CNT_FALLBACK_DISABLED, 1);
+		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : ACCEL_CNT_FALLBACK_DISABLED, 1);
 		return false;
 	}
 	if (has_ulp(tp)) {
-		count(netns, ACCEL_CNT_FALLBACK_ULP, 1);
+		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : ACCEL_CNT_FALLBACK_ULP, 1);
 		return false;
 	}
 	/*
@@ -936,24 +1000,29 @@ static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_
 	    !(st->flags & SOCK_PAIRED))
 		count(netns, ACCEL_CNT_PAIRING_MISSES, 1);
 	if (refusal < ACCEL_CNT_MAX) {
-		count(netns, refusal, 1);
+		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : refusal, 1);
 		return false;
 	}
 	/*
 	 * The peer can close between the look-up and here; the helper then finds
 	 * no entry and would drop the message. TCP carries it instead (I2 still
-	 * holds: nothing has gone over TCP in this direction yet).
+	 * holds: every byte of this direction on TCP has been read).
 	 */
 	if (bpf_msg_redirect_hash(msg, &sock_hash, &peer_key, BPF_F_INGRESS) != SK_PASS) {
-		count(netns, ACCEL_CNT_FALLBACK_NO_PEER, 1);
+		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : ACCEL_CNT_FALLBACK_NO_PEER, 1);
 		return false;
+	}
+	if (resuming) {
+		/* I2 is judged against this point from now on. */
+		st->base_write_seq = BPF_CORE_READ(tp, write_seq);
+		st->flags |= SOCK_TX_CLEAN;
+		count(netns, ACCEL_CNT_DIRECTIONS_RESUMED, 1);
 	}
 	if (!(st->flags & SOCK_PAIRED)) {
 		st->flags |= SOCK_PAIRED;
 		count(netns, ACCEL_CNT_SOCKETS_PAIRED, 1);
 	}
-	count(netns, ACCEL_CNT_REDIRECTED_MSGS, 1);
-	count(netns, ACCEL_CNT_REDIRECTED_BYTES, msg->size);
+	count_redirect(netns, msg->size);
 	return true;
 }
 

@@ -59,6 +59,7 @@ export class AgentMetrics {
     kernel('sidecar_accel_tcp_segments_held_back_total', 'TCP segments not accepted (retransmitted later) while their reader still had redirected bytes unread, after its peer fell back to TCP.', (c) => c.tcpHeldBack);
     kernel('sidecar_accel_leaves_deferred_total', 'Sockets whose leave from the sockhash (released or withdrawn) waited until no redirect to them could be in flight.', (c) => c.leaveDeferred);
     kernel('sidecar_accel_sockets_withdrawn_total', 'Registered sockets whose application made them blocking, taken back out of the sockhash (plain TCP from then on).', (c) => c.socketsWithdrawn);
+    kernel('sidecar_accel_directions_resumed_total', 'Directions on TCP (after a fallback) that came back to redirect once their receiver had read every byte TCP carried.', (c) => c.directionsResumed);
     kernel('sidecar_accel_sockets_released_total', 'Registered sockets that sent over TCP and could never pair, handed back to plain TCP.', (c) => c.socketsReleased);
     new client.Counter({
       name: 'sidecar_accel_fallbacks_total', help: 'Sockets or directions left on or moved to TCP, by reason.',

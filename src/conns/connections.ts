@@ -3,7 +3,8 @@
 // said redirected or on TCP and why. Pure: the kernel reading is in kernel.ts.
 //
 // What the datapath records per socket (struct sock_state, bpf/accel_maps.h)
-// is a key, flags and the write sequence at ESTABLISHED. So:
+// is a key, flags and the write sequence at ESTABLISHED (moved up each time
+// the direction came back from TCP to redirect, I2). So:
 // - a direction is on TCP iff its sender's write_seq moved past that base
 //   (I2: the kernel's own sequence space), or it was never registered;
 // - why a never-registered socket stays on TCP is recorded (its flags);
@@ -50,7 +51,11 @@ export interface Direction {
    */
   basis: 'recorded' | 'inferred' | null;
   detail: string;
-  /** Bytes this end queued for TCP since it registered (write_seq - base); null when it never registered. */
+  /**
+   * Bytes this end queued for TCP since it registered, or since its last
+   * return from TCP to redirect (write_seq - base; the name predates that);
+   * null when it never registered.
+   */
   tcpBytesSinceRegistered: number | null;
 }
 

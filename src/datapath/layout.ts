@@ -57,6 +57,7 @@ export const COUNTER_TS_NAMES = {
   ACCEL_CNT_FALLBACK_INSERT_FAILED: 'fallbackInsertFailed',
   ACCEL_CNT_LEAVE_DEFERRED: 'leaveDeferred',
   ACCEL_CNT_SOCKETS_WITHDRAWN: 'socketsWithdrawn',
+  ACCEL_CNT_DIRECTIONS_RESUMED: 'directionsResumed',
 } as const satisfies Record<CounterEnumerator, string>;
 
 export type CounterName = (typeof COUNTER_TS_NAMES)[CounterEnumerator];

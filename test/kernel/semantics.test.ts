@@ -32,7 +32,7 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
     };
   }
 
-  for (const name of ['peek', 'fionread', 'epoll', 'halfclose', 'reset', 'sendfile']) {
+  for (const name of ['peek', 'fionread', 'epoll', 'halfclose', 'reset', 'sendfile', 'resume-peek']) {
     test(`${name}: accelerated equals plain TCP`, async () => {
       const r = await both(name);
       assert.ok(r.redirected > 0n, `${name}: the accelerated run redirected nothing`);

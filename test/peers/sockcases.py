@@ -491,6 +491,142 @@ def case_withdraw_under_traffic(port):
     return {"conns": conns, "intact": intact, "errors": errors[:10]}
 
 
+SMALL_RCVBUF = 16 * 1024  # the kernel doubles it: the redirect bound is then 32 KiB
+
+
+def small_rcvbuf_pair(port):
+    """A (client, server) pair whose server set SO_RCVBUF (inherited from its listener),
+    so that the datapath's bound on its redirect queue is small and a burst overflows it."""
+    lst = listener(port, [(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)])
+    c = socket.create_connection((HOST, port))
+    s, _ = lst.accept()
+    lst.close()
+    return c, s
+
+
+def push_until_full(sock, data):
+    """Sends from `data` without waiting until the kernel takes no more (or all of it
+    is sent); returns how many bytes it took. Over the reader's bound the datapath
+    has put the rest on TCP by then, and TCP's flow control is what said EAGAIN."""
+    sock.setblocking(False)
+    sent = 0
+    try:
+        while sent < len(data):
+            sent += sock.send(data[sent:sent + 8 * 1024])
+    except BlockingIOError:
+        pass
+    sock.settimeout(TIMEOUT)
+    return sent
+
+
+def case_resume_peek(port):
+    """Three times: a burst pushes the direction from redirect to TCP (its reader's
+    queue is bounded by a small SO_RCVBUF), the reader reads every byte of it, and
+    then one 1000-byte message goes out: the datapath may send that one redirected
+    again (I2). What the reader sees of it, FIONREAD and MSG_PEEK included, must be
+    what plain TCP shows."""
+    c, s = small_rcvbuf_pair(port)
+    seen = []
+    intact = True
+    for i in range(3):
+        burst = os.urandom(4 << 20)
+        burst = burst[:push_until_full(c, burst)]
+        intact = intact and recv_exact(s, len(burst)) == burst
+        msg = bytes([i + 1]) * 1000
+        c.sendall(msg)
+        wait_readable(s)
+        before = fionread(s)
+        peek = s.recv(4096, socket.MSG_PEEK)
+        after_peek = fionread(s)
+        data = recv_exact(s, 1000)
+        seen.append({"fionread": before, "peek": len(peek), "peekEqual": peek == msg,
+                     "fionreadAfterPeek": after_peek, "readEqual": data == msg, "fionreadAfterRead": fionread(s)})
+    return {"rounds": seen, "burstsIntact": intact}
+
+
+def thread_wchan(tid):
+    with open(f"/proc/self/task/{tid}/wchan") as f:
+        return f.read().strip()
+
+
+def case_resume_waitall(port):
+    """The reader turns blocking and reads the rest of a burst, the part TCP carries,
+    with one MSG_WAITALL read that asks for 1000 bytes more: TCP's own recvmsg copies
+    every TCP byte and waits inside for the rest. Then the writer sends those 1000.
+    TCP's recvmsg never looks at the redirect queue: were they redirected, the read
+    would wait for TCP bytes that never come (until SO_RCVTIMEO, 20 s, ends it with
+    EAGAIN). It must return in full."""
+    c, s = small_rcvbuf_pair(port)
+    burst, more = os.urandom(4 << 20), os.urandom(1000)
+    burst = burst[:push_until_full(c, burst)]
+    total = len(burst) + len(more)
+    got = [s.recv(1)]  # still non-blocking: the burst's first redirected byte
+    s.settimeout(None)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 20, 0))
+    result = {}
+
+    def reader():
+        try:
+            have = len(got[0])
+            # A read of the redirect queue stops at its end; the one after it
+            # finds only TCP's queue and stays in TCP's recvmsg to the end.
+            while have < total:
+                chunk = s.recv(total - have, socket.MSG_WAITALL)
+                if not chunk:
+                    break
+                got.append(chunk)
+                have += len(chunk)
+        except OSError as e:
+            result["error"] = errno.errorcode.get(e.errno, str(e))
+    r = threading.Thread(target=reader, daemon=True)
+    r.start()
+    # Every TCP byte delivered (the writer's queue is empty) and the reader asleep
+    # in the kernel again: it has copied them all and waits for the rest.
+    deadline = time.monotonic() + 30
+    while struct.unpack("i", fcntl.ioctl(c.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0] or \
+            thread_wchan(r.native_id) != "wait_woken":
+        if time.monotonic() > deadline or not r.is_alive():
+            break
+        time.sleep(0.001)  # polling a kernel state no event reports
+    c.sendall(more)
+    r.join(30)
+    data = b"".join(got)
+    # TCP returns from a MSG_WAITALL read only with all it asked for: the read
+    # that waited brings the message together with the burst's last TCP bytes.
+    # (One that SO_RCVTIMEO ended returns short, and the message comes later.)
+    return {"burstIntact": data[:len(burst)] == burst, "tailIntact": data[len(burst):] == more,
+            "waitedReadComplete": len(got[-1]) > len(more), "error": result.get("error")}
+
+
+def case_resume_flips(port):
+    """A slow reader whose direction switches redirect -> TCP -> redirect again and
+    again. Each burst (of random size, most of them over the reader's bound) is
+    pushed while the reader waits, so that the part over the bound goes on TCP;
+    then the reader reads everything, and the next burst may go redirected again
+    (I2). Every byte is checked with a sha256. CASE_BURSTS sets how many bursts."""
+    bursts = int(os.environ.get("CASE_BURSTS", "2000"))
+    c, s = small_rcvbuf_pair(port)
+    block = memoryview(os.urandom(1 << 20))
+    sent_hash, got_hash = hashlib.sha256(), hashlib.sha256()
+    sent = got = 0
+    for _ in range(bursts):
+        start = random.randint(0, len(block) - 256 * 1024)
+        chunk = block[start:start + random.randint(1, 256 * 1024)]
+        n = push_until_full(c, chunk)
+        sent_hash.update(chunk[:n])
+        sent += n
+        while got < sent:
+            data = s.recv(random.randint(1, 64 * 1024))
+            if not data:
+                break
+            got_hash.update(data)
+            got += len(data)
+    c.shutdown(socket.SHUT_WR)
+    tail = recv_all(s)
+    return {"bursts": bursts, "sent": sent, "got": got, "after": len(tail),
+            "intact": got == sent and not tail and got_hash.digest() == sent_hash.digest()}
+
+
 def case_ktls(port):
     """kTLS (AES-GCM-128, fixed test keys) set up after a plaintext exchange, as a TLS
     library does after its handshake; then 1 MiB each way through kTLS."""
@@ -522,6 +658,7 @@ CASES = {
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
     "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
     "same-v6-tuple": case_same_v6_tuple, "withdraw-under-traffic": case_withdraw_under_traffic,
+    "resume-peek": case_resume_peek, "resume-waitall": case_resume_waitall, "resume-flips": case_resume_flips,
 }
 
 if __name__ == "__main__":
