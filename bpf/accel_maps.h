@@ -58,6 +58,12 @@ struct accel_peer_info {
 	__u64 netns_cookie;  /* its netns, to honour its own enable flag */
 	__u32 gate;          /* GATE_*: atomic only, written by both ends */
 	__u32 pad0;
+	/*
+	 * Written by the other end only (the sender to this one), under its own
+	 * lock: after its backpressure fallback, bpf_ktime_get_ns() before which
+	 * its direction stays on TCP (accel_config.backpressure_holdoff_ms).
+	 */
+	__u64 resume_after_ns;
 };
 
 /*
@@ -95,7 +101,7 @@ struct accel_config {
 	__u32 flags;             /* ACCEL_CFG_* */
 	__u32 keepalive_idle_s;  /* 0: leave keepalive alone; see bpf/sidecar_accel.bpf.c */
 	__u32 proxy_uid;         /* the sidecar's uid (Istio: 1337); its sockets are event-driven */
-	__u32 pad0;
+	__u32 backpressure_holdoff_ms; /* after a backpressure fallback, TCP at least this long (I2, sidecar_accel.bpf.c) */
 	enum accel_cfg_flag btf_anchor[0];  /* BTF only: zero bytes */
 };
 

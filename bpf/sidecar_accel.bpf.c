@@ -902,6 +902,24 @@ static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *p
 	return ACCEL_CNT_MAX;
 }
 
+/*
+ * A backpressure fallback: the first TCP bytes after it wait at the reader
+ * until its redirect queue is read (I7), and come again only at TCP's
+ * retransmission timeout (200 ms and more; one per fallback, measured). A
+ * writer that outruns a slower hop would overflow again as soon as it is
+ * back, so the direction stays on TCP at least backpressure_holdoff_ms.
+ * Only this socket writes its peer's resume_after_ns, under its own lock.
+ */
+static __always_inline void hold_off(struct accel_peer_info *peer)
+{
+	struct accel_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+	if (cfg)
+		peer->resume_after_ns = bpf_ktime_get_ns() + (__u64)cfg->backpressure_holdoff_ms * 1000000;
+}
+
 static __always_inline __u32 peer_refusal(struct sock_state *st, const struct accel_conn_key *peer_key,
 					  const struct accel_netns_policy *own, __u32 size)
 {
@@ -911,6 +929,8 @@ static __always_inline __u32 peer_refusal(struct sock_state *st, const struct ac
 	if (!peer)
 		return ACCEL_CNT_FALLBACK_NO_PEER;
 	refusal = peer_socket_refusal(peer, st->netns_cookie, own, size);
+	if (refusal == ACCEL_CNT_FALLBACK_BACKPRESSURE)
+		hold_off(peer);
 	/* I5: the claim last, so that a refused message leaves none behind. */
 	if (refusal == ACCEL_CNT_MAX && !claim_peer(st, peer))
 		refusal = ACCEL_CNT_FALLBACK_NO_PEER;
@@ -929,6 +949,8 @@ static __always_inline __u32 peer_refusal(struct sock_state *st, const struct ac
  * there, and a read that starts later finds TCP's queue empty and takes the
  * sockmap path, which waits on both queues. Its redirect queue is empty then
  * (I7 let our TCP bytes in only after it was read); checked all the same.
+ * Not before the hold-off a backpressure fallback set (hold_off): each of
+ * those costs the connection a retransmission timeout.
  */
 static __always_inline bool receiver_caught_up(struct sock_state *st, struct tcp_sock *tp)
 {
@@ -937,7 +959,7 @@ static __always_inline bool receiver_caught_up(struct sock_state *st, struct tcp
 	struct tcp_sock *rtp;
 	struct sk_psock *psock;
 
-	if (!peer || !peer->sk || (peer->gate & GATE_LEAVING))
+	if (!peer || !peer->sk || (peer->gate & GATE_LEAVING) || bpf_ktime_get_ns() < peer->resume_after_ns)
 		return false;
 	rtp = (struct tcp_sock *)peer->sk;
 	if (BPF_CORE_READ(rtp, copied_seq) != BPF_CORE_READ(tp, write_seq) ||

@@ -51,7 +51,10 @@ function ourProgramIds(pinRoot: string): Set<number> {
 /** The datapath's node settings from the agent config and the self-test's verdict on this kernel. */
 function nodeConfig(c: AgentConfig, kernelMode: SelfTestMode): NodeConfig {
   const sidecarOnly = c.datapath.applications === 'never' || (c.datapath.applications === 'auto' && kernelMode === 'sidecar-only');
-  return { crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds, proxyUid: c.datapath.proxyUid, sidecarOnly };
+  return {
+    crossPod: c.datapath.crossPod, keepaliveIdleSeconds: c.datapath.keepaliveIdleSeconds,
+    backpressureHoldoffMs: c.datapath.backpressureHoldoffMs, proxyUid: c.datapath.proxyUid, sidecarOnly,
+  };
 }
 
 export class Agent {

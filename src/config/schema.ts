@@ -2,6 +2,7 @@
 // identities; an error names the path of the bad field.
 import { z } from 'zod';
 import { DEFAULT_SOCK_HASH_ENTRIES, MAX_MAP_ENTRIES } from '../datapath/capacity.js';
+import { DEFAULT_BACKPRESSURE_HOLDOFF_MS } from '../datapath/layout.js';
 
 const stringMap = z.record(z.string(), z.string());
 
@@ -52,6 +53,14 @@ export const configSchema = z.object({
     /** Keepalive idle/interval for paired sockets; below the conntrack established timeout. 0: off. */
     keepaliveIdleSeconds: z.number().int().min(0).max(86_400).default(3600),
     /**
+     * After a direction falls back to TCP for backpressure (its reader is
+     * slower than its writer), it stays on TCP at least this long before it
+     * may come back to the redirect; each such fallback costs the connection
+     * a retransmission timeout (README, "Backpressure"). 0: back as soon as
+     * the reader has read every TCP byte.
+     */
+    backpressureHoldoffMs: z.number().int().min(0).max(3_600_000).default(DEFAULT_BACKPRESSURE_HOLDOFF_MS),
+    /**
      * The sidecar's uid (Istio's proxy uid). Its sockets are event-driven, so
      * they are registered even before accept() shows how they are read.
      */
@@ -76,7 +85,7 @@ export const configSchema = z.object({
      * that a config that sets it still loads.
      */
     peerInfoEntries: z.number().int().min(1).optional(),
-  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto', sockHashEntries: DEFAULT_SOCK_HASH_ENTRIES }),
+  }).strict().default({ cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, backpressureHoldoffMs: DEFAULT_BACKPRESSURE_HOLDOFF_MS, proxyUid: 1337, applications: 'auto', sockHashEntries: DEFAULT_SOCK_HASH_ENTRIES }),
   /** The kubernetes workload source (pods of this node from the API server). */
   kubernetes: z.object({
     enabled: z.boolean().default(false),

@@ -105,7 +105,7 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
       { name: 'flags', offset: 0, size: 4 },
       { name: 'keepalive_idle_s', offset: 4, size: 4 },
       { name: 'proxy_uid', offset: 8, size: 4 },
-      { name: 'pad0', offset: 12, size: 4 },
+      { name: 'backpressure_holdoff_ms', offset: 12, size: 4 },
       { name: 'btf_anchor', offset: 16, size: 0 },
     ],
   },
@@ -238,13 +238,27 @@ export interface NodeConfig {
   proxyUid?: number;
   /** Pair only the sidecar's sockets (the self-test's safe mode); default false. */
   sidecarOnly?: boolean;
+  /** After a backpressure fallback a direction stays on TCP at least this long; default DEFAULT_BACKPRESSURE_HOLDOFF_MS. */
+  backpressureHoldoffMs?: number;
 }
+
+/**
+ * Each backpressure fallback costs the connection a retransmission timeout
+ * (I7 holds the first TCP bytes until the redirected ones are read; measured:
+ * one 200 ms RTO per fallback). A bulk stream through a slower hop overflows
+ * again as soon as it is back, so a direction may come back only this long
+ * after its last one: at most one such stall per 10 s, about 2% of a bulk
+ * stream's time, while a long-lived connection that overflowed once gets the
+ * redirect back.
+ */
+export const DEFAULT_BACKPRESSURE_HOLDOFF_MS = 10_000;
 
 export function encodeConfig(c: NodeConfig): Buffer {
   const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_config!.size);
   b.writeUInt32LE((c.crossPod ? CFG_CROSS_POD : 0) | (c.sidecarOnly ? CFG_SIDECAR_ONLY : 0), 0);
   b.writeUInt32LE(c.keepaliveIdleSeconds, 4);
   b.writeUInt32LE(c.proxyUid ?? DEFAULT_PROXY_UID, 8);
+  b.writeUInt32LE(c.backpressureHoldoffMs ?? DEFAULT_BACKPRESSURE_HOLDOFF_MS, 12);
   return b;
 }
 
@@ -253,7 +267,7 @@ export function decodeConfig(b: Buffer): Required<NodeConfig> {
   const flags = b.readUInt32LE(0);
   return {
     crossPod: (flags & CFG_CROSS_POD) !== 0, keepaliveIdleSeconds: b.readUInt32LE(4), proxyUid: b.readUInt32LE(8),
-    sidecarOnly: (flags & CFG_SIDECAR_ONLY) !== 0,
+    sidecarOnly: (flags & CFG_SIDECAR_ONLY) !== 0, backpressureHoldoffMs: b.readUInt32LE(12),
   };
 }
 

@@ -26,6 +26,8 @@ export interface MeshOptions {
   crossPod?: boolean;
   enable?: boolean;
   keepaliveIdleSeconds?: number;
+  /** After a backpressure fallback, TCP at least this long; default the agent's (10 s). */
+  backpressureHoldoffMs?: number;
   /** Map sizes of the datapath (default the agent's). */
   capacity?: MapCapacity;
 }
@@ -50,7 +52,7 @@ export class Mesh {
     let dp: Datapath | undefined;
     try {
       dp = Datapath.open({ cgroupPath: topo.cgroupDir, pinRoot, ...(opts.capacity ? { capacity: opts.capacity } : {}) });
-      dp.setConfig({ crossPod: opts.crossPod ?? false, keepaliveIdleSeconds: opts.keepaliveIdleSeconds ?? 0 });
+      dp.setConfig({ crossPod: opts.crossPod ?? false, keepaliveIdleSeconds: opts.keepaliveIdleSeconds ?? 0, backpressureHoldoffMs: opts.backpressureHoldoffMs });
       // The pods' IPs, as the agent knows them: only these pair across pods (I1).
       dp.setPodAddresses(new Map([[a.ip4, netnsCookieOfPath(a.netnsPath)], [a.ip6, netnsCookieOfPath(a.netnsPath)],
         [b.ip4, netnsCookieOfPath(b.netnsPath)], [b.ip6, netnsCookieOfPath(b.netnsPath)]]));

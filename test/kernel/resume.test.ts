@@ -10,7 +10,8 @@ import { kernelSkip, scaled, slowdown } from './gate.js';
 
 describe('a direction back from TCP to redirect', { skip: kernelSkip }, () => {
   let port = 9700;
-  const mesh = useMesh({ label: 'resume', enable: false }, async (m) => { m.dp.enable(m.cookieA); });
+  // No hold-off after a backpressure fallback (the agent's default is 10 s): each burst can come back at once.
+  const mesh = useMesh({ label: 'resume', enable: false, backpressureHoldoffMs: 0 }, async (m) => { m.dp.enable(m.cookieA); });
 
   test('after each burst read to its end the next message is redirected again, and the reader sees it as TCP shows it', async () => {
     const before = mesh().dp.netnsCounters(mesh().cookieA)!;
@@ -46,5 +47,22 @@ describe('a direction back from TCP to redirect', { skip: kernelSkip }, () => {
     assert.ok(resumed >= BigInt(bursts / 2), `only ${resumed} of ${bursts} bursts went redirected again`);
     assert.ok(fellBack >= resumed, `${fellBack} fallbacks for ${resumed} returns`);
     console.log(`resume-flips: ${bursts} bursts, ${r.sent} B, ${fellBack} fallbacks, ${resumed} returns to redirect`);
+  });
+
+  test('with a hold-off, a direction that fell back for backpressure stays on TCP though its reader caught up', async () => {
+    const m = mesh();
+    const full = m.dp.config();
+    // Far longer than the case runs: no return may happen while it does.
+    m.dp.setConfig({ ...full, backpressureHoldoffMs: 600_000 });
+    try {
+      const before = m.dp.netnsCounters(m.cookieA)!;
+      const r = await m.runCase(m.a, 'resume-peek', port++) as { burstsIntact: boolean };
+      const after = m.dp.netnsCounters(m.cookieA)!;
+      assert.equal(r.burstsIntact, true);
+      assert.ok(after.fallbackBackpressure - before.fallbackBackpressure >= 1n, 'the burst never overflowed the bound');
+      assert.equal(after.directionsResumed, before.directionsResumed, 'the direction came back within its hold-off');
+    } finally {
+      m.dp.setConfig(full);
+    }
   });
 });

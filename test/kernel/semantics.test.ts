@@ -12,7 +12,8 @@ import { kernelVerdict, caughtBySelfTest } from './verdict.js';
 
 describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
   let port = 9100;
-  const mesh = useMesh({ label: 'sem', enable: false }, async (m) => {
+  // No hold-off after a backpressure fallback: resume-peek comes back at once.
+  const mesh = useMesh({ label: 'sem', enable: false, backpressureHoldoffMs: 0 }, async (m) => {
       m.dp.enable(m.cookieA);
       // Server-side TCP Fast Open too (per netns), so SYNs carry data.
       for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_fastopen=3']);
