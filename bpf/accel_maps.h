@@ -81,6 +81,7 @@ struct accel_pod_addr {
 enum accel_netns_flag {
 	ACCEL_NETNS_ENABLED = 1,
 	ACCEL_NETNS_CROSS_POD = 2,  /* a mesh workload known on this node: may pair with another pod's (cross-pod on) */
+	ACCEL_NETNS_ADDRS_KNOWN = 4, /* its pod addresses are in pod_addrs: a sidecar socket to no pod of this node is not registered */
 };
 
 /* Per network namespace policy, written by the agent; absent == disabled. */
@@ -154,6 +155,7 @@ enum accel_counter {
 	ACCEL_CNT_LEAVE_DEFERRED,        /* a socket's leave waited for its peer's redirects to it to end (I5) */
 	ACCEL_CNT_SOCKETS_WITHDRAWN,     /* turned blocking, then out of sock_hash: plain TCP from then on (I6) */
 	ACCEL_CNT_DIRECTIONS_RESUMED,    /* a direction on TCP came back to redirect: its receiver had read every TCP byte (I2) */
+	ACCEL_CNT_FALLBACK_NEVER_PAIRS,  /* a sidecar's socket whose other end is no socket of this node's pods: never registered */
 	ACCEL_CNT_MAX
 };
 

@@ -298,6 +298,49 @@ static __always_inline __u32 reader_refusal(int style, __u8 role, __u64 netns, _
 	return *seen == ACCEL_LISTENER_NONBLOCKING ? ACCEL_CNT_MAX : ACCEL_CNT_FALLBACK_BLOCKING;
 }
 
+/*
+ * Two ends in different pods may pair: cross-pod pairing is on for the node
+ * and both network namespaces are mesh workloads the agent knows on this node
+ * (ACCEL_NETNS_CROSS_POD). The callers have the two policies at hand; an
+ * absent one (NULL) is a disabled netns: never.
+ */
+static __always_inline bool cross_pod_allowed(const struct accel_netns_policy *pa,
+					      const struct accel_netns_policy *pb)
+{
+	struct accel_config *cfg;
+	__u32 zero = 0;
+
+	if (!pa || !pb || !(pa->flags & ACCEL_NETNS_CROSS_POD) || !(pb->flags & ACCEL_NETNS_CROSS_POD))
+		return false;
+	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
+	return cfg && (cfg->flags & ACCEL_CFG_CROSS_POD);
+}
+
+/*
+ * Can the other end of this sidecar socket be a socket of this node's
+ * enabled pods? Only when it is in its own pod (loopback, Istio's passthrough
+ * source ::6, or one of its pod's addresses) or, with cross-pod pairing on
+ * for both, in another pod the agent knows on this node. A sidecar's upstream
+ * to anywhere else, or its inbound socket from a client elsewhere, never
+ * pairs: registering it would only cost its connection a psock (set up, torn
+ * down, and its first sends through tcp_bpf_sendmsg). Asked only where the
+ * agent published the pod's addresses (ACCEL_NETNS_ADDRS_KNOWN). An
+ * application's socket is never asked: under REDIRECT its client socket names
+ * the service address, not its sidecar's.
+ */
+static __always_inline bool may_ever_pair(const __u32 remote[4], __u64 netns,
+					  const struct accel_netns_policy *policy)
+{
+	__u64 *owner;
+
+	if (is_loopback(remote) || (!remote[0] && !remote[1] && !remote[2] && remote[3] == bpf_htonl(6)))
+		return true;
+	owner = bpf_map_lookup_elem(&pod_addrs, remote);
+	if (!owner)
+		return false;
+	return *owner == netns || cross_pod_allowed(policy, bpf_map_lookup_elem(&netns_policy, owner));
+}
+
 static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 role)
 {
 	__u64 netns = bpf_get_netns_cookie(skops);
@@ -351,6 +394,22 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		count(netns, ACCEL_CNT_FALLBACK_SIDECAR_ONLY, 1);
 		return;
 	}
+	/* Context fields are read at constant offsets only (verifier rule). */
+	rip4 = CTX(skops->remote_ip4);
+	rip6[0] = CTX(skops->remote_ip6[0]);
+	rip6[1] = CTX(skops->remote_ip6[1]);
+	rip6[2] = CTX(skops->remote_ip6[2]);
+	rip6[3] = CTX(skops->remote_ip6[3]);
+	v4 = skops->family == AF_INET;
+	if (sidecar && (policy->flags & ACCEL_NETNS_ADDRS_KNOWN)) {
+		__u32 remote[4];
+
+		set_ip(remote, v4, rip4, rip6);
+		if (!may_ever_pair(remote, netns, policy)) {
+			count(netns, ACCEL_CNT_FALLBACK_NEVER_PAIRS, 1);
+			return;
+		}
+	}
 
 	st = bpf_sk_storage_get(&sock_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
@@ -377,18 +436,11 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		}
 		return;
 	}
-	/* Context fields are read at constant offsets only (verifier rule). */
 	lip4 = CTX(skops->local_ip4);
-	rip4 = CTX(skops->remote_ip4);
 	lip6[0] = CTX(skops->local_ip6[0]);
 	lip6[1] = CTX(skops->local_ip6[1]);
 	lip6[2] = CTX(skops->local_ip6[2]);
 	lip6[3] = CTX(skops->local_ip6[3]);
-	rip6[0] = CTX(skops->remote_ip6[0]);
-	rip6[1] = CTX(skops->remote_ip6[1]);
-	rip6[2] = CTX(skops->remote_ip6[2]);
-	rip6[3] = CTX(skops->remote_ip6[3]);
-	v4 = skops->family == AF_INET;
 	if (role == ACCEL_ROLE_CLIENT) {
 		set_ip(st->key.client_ip, v4, lip4, lip6);
 		st->key.client_port = (__u16)skops->local_port;
@@ -514,24 +566,6 @@ static __always_inline struct accel_conn_key peer_key_of(const struct sock_state
 
 	k.role = st->key.role == ACCEL_ROLE_CLIENT ? ACCEL_ROLE_SERVER : ACCEL_ROLE_CLIENT;
 	return k;
-}
-
-/*
- * Two ends in different pods may pair: cross-pod pairing is on for the node
- * and both network namespaces are mesh workloads the agent knows on this node
- * (ACCEL_NETNS_CROSS_POD). The callers have the two policies at hand; an
- * absent one (NULL) is a disabled netns: never.
- */
-static __always_inline bool cross_pod_allowed(const struct accel_netns_policy *pa,
-					      const struct accel_netns_policy *pb)
-{
-	struct accel_config *cfg;
-	__u32 zero = 0;
-
-	if (!pa || !pb || !(pa->flags & ACCEL_NETNS_CROSS_POD) || !(pb->flags & ACCEL_NETNS_CROSS_POD))
-		return false;
-	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
-	return cfg && (cfg->flags & ACCEL_CFG_CROSS_POD);
 }
 
 /*

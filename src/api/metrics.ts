@@ -33,6 +33,8 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackSidecarOnly', 'sidecar_only_kernel'],
   // TCP memory under pressure: the kernel could refuse to charge a redirect.
   ['fallbackMemoryPressure', 'memory_pressure'],
+  // A sidecar's socket whose other end is no socket of this node's pods: not registered.
+  ['fallbackNeverPairs', 'never_pairs'],
 ];
 
 export class AgentMetrics {

@@ -95,12 +95,22 @@ const VALUE_TYPES = {
   policy: { struct: 'accel_netns_policy', enum: 'accel_netns_flag' },
 } as const;
 
+/**
+ * Flag bits added after a generation may have been built: its programs test
+ * only the bits they know, so an older generation without one is written the
+ * same way (the bit set is ignored there).
+ */
+const ADDED_FLAGS: ReadonlySet<string> = new Set(['ACCEL_NETNS_ADDRS_KNOWN']);
+
 function enumDiff(name: keyof typeof BTF_ENUMS, theirs: { name: string; value: number }[] | null): string[] {
   if (!theirs) return [`enum ${name}: not in its BTF`];
   const ours = BTF_ENUMS[name] as Record<string, number>;
   const t = new Map(theirs.map((e) => [e.name, e.value]));
   const out: string[] = [];
-  for (const [k, v] of Object.entries(ours)) if (t.get(k) !== v) out.push(`enum ${name}: ${k} is ${t.get(k) ?? 'absent'}, this build has ${v}`);
+  for (const [k, v] of Object.entries(ours)) {
+    if (t.get(k) === v || (!t.has(k) && ADDED_FLAGS.has(k) && ![...t.values()].includes(v))) continue;
+    out.push(`enum ${name}: ${k} is ${t.get(k) ?? 'absent'}, this build has ${v}`);
+  }
   for (const k of t.keys()) if (!(k in ours)) out.push(`enum ${name}: ${k} unknown to this build`);
   return out;
 }
@@ -372,7 +382,7 @@ export class Datapath {
    * enabled). `crossPod` (default true): it may also pair with another pod's
    * netns, when cross-pod pairing is on and that netns may too.
    */
-  enable(netnsCookie: bigint, opts: { excludePorts?: number[]; crossPod?: boolean } = {}): void {
+  enable(netnsCookie: bigint, opts: { excludePorts?: number[]; crossPod?: boolean; addressesKnown?: boolean } = {}): void {
     this.live();
     this.readable('policy');
     const key = encodeU64(netnsCookie);
@@ -382,7 +392,9 @@ export class Datapath {
     } catch (e) {
       if (!(isNativeError(e) && e.code === 'EEXIST')) throw e;
     }
-    this.n.mapUpdate(this.maps.netns_policy, key, encodeNetnsPolicy({ enabled: true, excludePorts: opts.excludePorts ?? [], crossPod: opts.crossPod ?? true }), BPF_ANY);
+    this.n.mapUpdate(this.maps.netns_policy, key, encodeNetnsPolicy({
+      enabled: true, excludePorts: opts.excludePorts ?? [], crossPod: opts.crossPod ?? true, addressesKnown: opts.addressesKnown ?? false,
+    }), BPF_ANY);
   }
 
   /**

@@ -12,6 +12,7 @@ export const ROLE_SERVER = BTF_ENUMS.accel_role.ACCEL_ROLE_SERVER;
 export const NETNS_ENABLED = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_ENABLED;
 /** A mesh workload known on this node: may pair across pods (when cross-pod pairing is on). */
 export const NETNS_CROSS_POD = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_CROSS_POD;
+export const NETNS_ADDRS_KNOWN = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_ADDRS_KNOWN;
 export const CFG_CROSS_POD = BTF_ENUMS.accel_cfg_flag.ACCEL_CFG_CROSS_POD;
 /** Only the sidecar's sockets are paired: this kernel cannot serve an application's transparently. */
 export const CFG_SIDECAR_ONLY = BTF_ENUMS.accel_cfg_flag.ACCEL_CFG_SIDECAR_ONLY;
@@ -58,6 +59,7 @@ export const COUNTER_TS_NAMES = {
   ACCEL_CNT_LEAVE_DEFERRED: 'leaveDeferred',
   ACCEL_CNT_SOCKETS_WITHDRAWN: 'socketsWithdrawn',
   ACCEL_CNT_DIRECTIONS_RESUMED: 'directionsResumed',
+  ACCEL_CNT_FALLBACK_NEVER_PAIRS: 'fallbackNeverPairs',
 } as const satisfies Record<CounterEnumerator, string>;
 
 export type CounterName = (typeof COUNTER_TS_NAMES)[CounterEnumerator];
@@ -72,7 +74,11 @@ export function countersDelta(after: Counters, before: Counters): Counters {
   return Object.fromEntries(COUNTER_NAMES.map((k) => [k, after[k] - before[k]])) as Counters;
 }
 
-interface FieldSpec { name: string; offset: number; size: number }
+interface FieldSpec {
+  name: string; offset: number; size: number;
+  /** Its name in older builds, at the same place: their generations are read and written the same way. */
+  formerly?: string;
+}
 
 /** The layouts this file encodes; each must equal the object's BTF. */
 export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec[] }> = {
@@ -105,7 +111,8 @@ export const EXPECTED_LAYOUTS: Record<string, { size: number; members: FieldSpec
       { name: 'flags', offset: 0, size: 4 },
       { name: 'keepalive_idle_s', offset: 4, size: 4 },
       { name: 'proxy_uid', offset: 8, size: 4 },
-      { name: 'backpressure_holdoff_ms', offset: 12, size: 4 },
+      // Padding (pad0) in builds before it: those programs never read it, so writing it there is harmless.
+      { name: 'backpressure_holdoff_ms', offset: 12, size: 4, formerly: 'pad0' },
       { name: 'btf_anchor', offset: 16, size: 0 },
     ],
   },
@@ -140,14 +147,14 @@ export function layoutMismatches(name: string, actual: StructLayout): string[] {
   if (want.size !== actual.size) out.push(`struct ${name}: size ${actual.size}, codec expects ${want.size}`);
   const got = new Map(actual.members.map((m) => [m.name, m]));
   for (const m of want.members) {
-    const a = got.get(m.name);
+    const a = got.get(m.name) ?? (m.formerly === undefined ? undefined : got.get(m.formerly));
     if (!a) out.push(`struct ${name}: no member ${m.name}`);
     else if (a.offset !== m.offset || a.size !== m.size) {
       out.push(`struct ${name}.${m.name}: offset ${a.offset} size ${a.size}, codec expects offset ${m.offset} size ${m.size}`);
     }
   }
   for (const a of actual.members) {
-    if (!want.members.some((m) => m.name === a.name)) out.push(`struct ${name}: member ${a.name} has no codec`);
+    if (!want.members.some((m) => m.name === a.name || (m.formerly === a.name && !got.has(m.name)))) out.push(`struct ${name}: member ${a.name} has no codec`);
   }
   return out;
 }
@@ -201,14 +208,18 @@ export function encodeU32(v: number): Buffer {
   return b;
 }
 
-export interface NetnsPolicy { enabled: boolean; excludePorts: number[]; crossPod: boolean }
+export interface NetnsPolicy {
+  enabled: boolean; excludePorts: number[]; crossPod: boolean;
+  /** The pod's addresses are in pod_addrs (ACCEL_NETNS_ADDRS_KNOWN); absent: false. */
+  addressesKnown?: boolean;
+}
 
 export function encodeNetnsPolicy(p: NetnsPolicy): Buffer {
   if (p.excludePorts.length > MAX_EXCLUDE_PORTS) {
     throw new RangeError(`at most ${MAX_EXCLUDE_PORTS} excluded ports, got ${p.excludePorts.length}`);
   }
   const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_netns_policy!.size);
-  b.writeUInt32LE((p.enabled ? NETNS_ENABLED : 0) | (p.crossPod ? NETNS_CROSS_POD : 0), 0);
+  b.writeUInt32LE((p.enabled ? NETNS_ENABLED : 0) | (p.crossPod ? NETNS_CROSS_POD : 0) | (p.addressesKnown ? NETNS_ADDRS_KNOWN : 0), 0);
   b.writeUInt32LE(p.excludePorts.length, 4);
   p.excludePorts.forEach((port, i) => {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`bad port ${port}`);
@@ -228,7 +239,10 @@ export function decodeNetnsPolicy(b: Buffer): NetnsPolicy {
   const ports: number[] = [];
   for (let i = 0; i < n; i++) ports.push(b.readUInt16LE(8 + 2 * i));
   const flags = b.readUInt32LE(0);
-  return { enabled: (flags & NETNS_ENABLED) !== 0, excludePorts: ports, crossPod: (flags & NETNS_CROSS_POD) !== 0 };
+  return {
+    enabled: (flags & NETNS_ENABLED) !== 0, excludePorts: ports, crossPod: (flags & NETNS_CROSS_POD) !== 0,
+    addressesKnown: (flags & NETNS_ADDRS_KNOWN) !== 0,
+  };
 }
 
 export interface NodeConfig {

@@ -11,7 +11,7 @@ import { netnsRefText, podAddressesOf } from '../workloads/workload.js';
 import { PodNetnsScan } from '../workloads/pod-netns.js';
 
 export interface KernelTarget {
-  enable(cookie: bigint, opts: { excludePorts: number[]; crossPod: boolean }): void;
+  enable(cookie: bigint, opts: { excludePorts: number[]; crossPod: boolean; addressesKnown: boolean }): void;
   disable(cookie: bigint): boolean;
   enabledNetns(): Map<bigint, NetnsPolicy>;
   /**
@@ -59,8 +59,9 @@ export interface DesiredState {
 export interface ReconcileResult { statuses: WorkloadStatus[]; errors: number }
 
 
-function samePolicy(a: NetnsPolicy | undefined, want: { ports: number[]; crossPod: boolean }): boolean {
-  return !!a && a.enabled && a.crossPod === want.crossPod && a.excludePorts.length === want.ports.length
+function samePolicy(a: NetnsPolicy | undefined, want: { ports: number[]; crossPod: boolean; addressesKnown: boolean }): boolean {
+  return !!a && a.enabled && a.crossPod === want.crossPod && (a.addressesKnown ?? false) === want.addressesKnown
+    && a.excludePorts.length === want.ports.length
     && a.excludePorts.every((p, i) => p === want.ports[i]);
 }
 
@@ -104,7 +105,7 @@ export function reconcileOnce(
   cookieOf: (w: Workload) => bigint,
 ): ReconcileResult {
   const statuses: WorkloadStatus[] = [];
-  const want = new Map<bigint, { ports: number[]; known: (boolean | undefined)[]; owners: WorkloadStatus[] }>();
+  const want = new Map<bigint, { ports: number[]; known: (boolean | undefined)[]; owners: WorkloadStatus[]; addressed: boolean; addresses: string[] }>();
   const keepOff = new Set<bigint>();
   /** Each pod address with the netns cookies of the workloads claiming it. */
   const claims = new Map<string, Set<bigint>>();
@@ -131,7 +132,9 @@ export function reconcileOnce(
     st.netnsCookie = cookie.toString();
     for (const ip of podAddressesOf(w)) claims.set(ip, (claims.get(ip) ?? new Set()).add(cookie));
     if (!d.enabled) { keepOff.add(cookie); continue; }
-    const entry = want.get(cookie) ?? { ports: d.excludePorts, known: [], owners: [] };
+    const entry = want.get(cookie) ?? { ports: d.excludePorts, known: [], owners: [], addressed: true, addresses: [] };
+    entry.addressed &&= podAddressesOf(w).length > 0;
+    entry.addresses.push(...podAddressesOf(w));
     entry.known.push(w.meshKnown);
     entry.owners.push(st);
     want.set(cookie, entry);
@@ -145,30 +148,37 @@ export function reconcileOnce(
     }
   }
 
-  const actual = target.enabledNetns();
-  for (const [cookie, e] of want) {
-    // Cross-pod only when every workload of the netns is a known mesh
-    // workload; while that is not known yet, the kernel's flag stays (new: off).
-    const crossPod = e.known.includes(false) ? false : e.known.every((k) => k === true) ? true : actual.get(cookie)?.crossPod ?? false;
-    try {
-      if (!samePolicy(actual.get(cookie), { ports: e.ports, crossPod })) target.enable(cookie, { excludePorts: e.ports, crossPod });
-      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; o.crossPod = crossPod; }
-    } catch (err) {
-      errors++;
-      for (const o of e.owners) { o.state = 'error'; o.error = `enabling: ${(err as Error).message}`; }
-    }
-  }
   // An address two netns claim is unique to neither: left out, its keys stay netns-scoped (I1).
   const podAddresses = new Map<string, bigint>();
   for (const [ip, cookies] of claims) {
     if (cookies.size === 1) podAddresses.set(ip, [...cookies][0]!);
     else log.warn({ address: ip, netnsCookies: [...cookies].map(String) }, 'a pod address claimed by two network namespaces: not treated as a pod address');
   }
+  // Written before the netns policies that rely on them (ACCEL_NETNS_ADDRS_KNOWN).
+  let addressesWritten = false;
   try {
     target.setPodAddresses?.(podAddresses, { prune: desired.complete !== false });
+    addressesWritten = target.setPodAddresses !== undefined;
   } catch (err) {
     errors++;
     log.error({ err: (err as Error).message }, 'updating the pod addresses failed');
+  }
+  const actual = target.enabledNetns();
+  for (const [cookie, e] of want) {
+    // Cross-pod only when every workload of the netns is a known mesh
+    // workload; while that is not known yet, the kernel's flag stays (new: off).
+    const crossPod = e.known.includes(false) ? false : e.known.every((k) => k === true) ? true : actual.get(cookie)?.crossPod ?? false;
+    // Every workload of the netns has addresses, all of them in pod_addrs as
+    // its own (none claimed twice): only then may the datapath leave alone a
+    // sidecar socket whose other end is none of this node's pods.
+    const addressesKnown = addressesWritten && e.addressed && e.addresses.every((ip) => podAddresses.get(ip) === cookie);
+    try {
+      if (!samePolicy(actual.get(cookie), { ports: e.ports, crossPod, addressesKnown })) target.enable(cookie, { excludePorts: e.ports, crossPod, addressesKnown });
+      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; o.crossPod = crossPod; }
+    } catch (err) {
+      errors++;
+      for (const o of e.owners) { o.state = 'error'; o.error = `enabling: ${(err as Error).message}`; }
+    }
   }
   for (const cookie of actual.keys()) {
     if (want.has(cookie)) continue;

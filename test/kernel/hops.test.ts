@@ -159,4 +159,53 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       }
     });
   }
+
+  // The agent knows every pod's addresses (ACCEL_NETNS_ADDRS_KNOWN): a sidecar
+  // socket whose other end is no pod of this node is never registered at all,
+  // where above it was registered and released at its first ACK.
+  for (const family of [4, 6] as const) {
+    test(`pods' addresses known, cross-pod off: the sidecars' sockets between the pods are never registered, in-pod hops pair (IPv${family})`, async () => {
+      const m = await Mesh.create({ label: `never${family}`, enable: false });
+      try {
+        m.dp.enable(m.cookieA, { crossPod: true, addressesKnown: true });
+        m.dp.enable(m.cookieB, { crossPod: true, addressesKnown: true });
+        const r = await runHeld(m, family);
+        assertRedirected(r.hops[0]!, r.delta);
+        assertOverTcp(r.hops[1]!);
+        assertRedirected(r.hops[2]!, r.delta);
+        assert.equal(r.delta.fallbackNeverPairs, 2n, 'sidecar a\'s upstream and sidecar b\'s inbound socket were left alone');
+        assert.equal(r.delta.socketsReleased, 0n, 'a socket that was left alone never entered the sockhash');
+        assert.equal(r.delta.fallbackCrossPod, 0n);
+      } finally {
+        await m.close();
+      }
+    });
+  }
+
+  test('pods\' addresses known, the peer pod not enabled (another node): sidecar a\'s upstream is never registered', async () => {
+    const m = await Mesh.create({ label: 'neverx', crossPod: true, enable: false });
+    try {
+      m.dp.enable(m.cookieA, { crossPod: true, addressesKnown: true });
+      const r = await runHeld(m, 4);
+      assertRedirected(r.hops[0]!, r.delta);
+      assertOverTcp(r.hops[1]!);
+      assert.equal(r.delta.fallbackNeverPairs, 1n);
+      assert.equal(r.delta.socketsReleased, 0n);
+    } finally {
+      await m.close();
+    }
+  });
+
+  test('pods\' addresses known, cross-pod on: every hop still pairs, nothing is left alone', async () => {
+    const m = await Mesh.create({ label: 'neverok', crossPod: true, enable: false });
+    try {
+      m.dp.enable(m.cookieA, { crossPod: true, addressesKnown: true });
+      m.dp.enable(m.cookieB, { crossPod: true, addressesKnown: true });
+      const r = await runHeld(m, 4);
+      for (const h of r.hops) assertRedirected(h, r.delta);
+      assert.equal(r.delta.fallbackNeverPairs, 0n);
+    } finally {
+      await m.close();
+    }
+  });
 });

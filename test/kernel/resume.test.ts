@@ -35,7 +35,7 @@ describe('a direction back from TCP to redirect', { skip: kernelSkip }, () => {
 
   test('thousands of switches redirect -> TCP -> redirect under a sha256: every byte, in order', { timeout: scaled(300_000) }, async () => {
     // Under emulation fewer: each switch waits for a retransmission (I7), in real time.
-    const bursts = slowdown > 1 ? 300 : 2000;
+    const bursts = slowdown > 1 ? 200 : 2000;
     const before = mesh().dp.netnsCounters(mesh().cookieA)!;
     const r = await mesh().runCase(mesh().a, 'resume-flips', port++, { CASE_BURSTS: String(bursts) }) as
       { sent: number; got: number; after: number; intact: boolean };

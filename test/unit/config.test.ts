@@ -11,7 +11,7 @@ test('an empty file is every default', () => {
   const r = parseConfig('');
   assert.ok(r.ok);
   assert.deepEqual(r.config.api, { listen: '127.0.0.1:15081' });
-  assert.deepEqual(r.config.datapath, { cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, proxyUid: 1337, applications: 'auto', sockHashEntries: 65_536 });
+  assert.deepEqual(r.config.datapath, { cgroup: 'auto', requireRootCgroup: true, pinDir: '/sys/fs/bpf/sidecar-accel', crossPod: false, keepaliveIdleSeconds: 3600, backpressureHoldoffMs: 10_000, proxyUid: 1337, applications: 'auto', sockHashEntries: 65_536 });
   assert.deepEqual(r.config.workloads, []);
 });
 

@@ -49,7 +49,7 @@ test('xds serving: istiod\'s record decides tunnel, canonical labels and members
 });
 
 test('the reconciler: HBONE off, cross-pod per netns, a shared netns with an unknown workload stays in-pod', () => {
-  const writes: [bigint, { excludePorts: number[]; crossPod: boolean }][] = [];
+  const writes: [bigint, { excludePorts: number[]; crossPod: boolean; addressesKnown: boolean }][] = [];
   const map = new Map<bigint, NetnsPolicy>();
   const target: KernelTarget = {
     enable: (c, o) => { writes.push([c, o]); map.set(c, { enabled: true, ...o }); },
@@ -66,12 +66,12 @@ test('the reconciler: HBONE off, cross-pod per netns, a shared netns with an unk
     ['c', true, 'pod-annotation', false],
     ['d', true, 'pod-annotation', false],
   ]);
-  assert.deepEqual(writes, [[1n, { excludePorts: [], crossPod: true }], [3n, { excludePorts: [], crossPod: false }]]);
+  assert.deepEqual(writes, [[1n, { excludePorts: [], crossPod: true, addressesKnown: false }], [3n, { excludePorts: [], crossPod: false, addressesKnown: false }]]);
   // Level-triggered: istiod learns d; the shared netns is rewritten with the flag, nothing else.
   writes.length = 0;
   const again = joinMesh([pod('a'), pod('b'), pod('c'), pod('d')], xds('serving', [mesh('a'), mesh('b', { tunnel: 'HBONE' }), mesh('c'), mesh('d')]));
   reconcileOnce(target, { workloads: again, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
-  assert.deepEqual(writes, [[3n, { excludePorts: [], crossPod: true }]]);
+  assert.deepEqual(writes, [[3n, { excludePorts: [], crossPod: true, addressesKnown: false }]]);
 });
 
 test('the reconciler publishes each pod address with its netns; one two netns claim, or a hostNetwork pod\'s, is left out', () => {
@@ -93,8 +93,28 @@ test('the reconciler publishes each pod address with its netns; one two netns cl
   assert.deepEqual(prunes, [true, false], 'a source still listing removes no address');
 });
 
+test('a netns is marked addresses-known only when every workload in it has addresses, all its own, written before the policy', () => {
+  const calls: string[] = [];
+  const target: KernelTarget = {
+    enable: (c, o) => { calls.push(`enable ${c} ${o.addressesKnown}`); },
+    disable: () => true, enabledNetns: () => new Map(),
+    setPodAddresses: () => { calls.push('addresses'); },
+  };
+  const k8s = (name: string, ips: string[]): Workload => ({ ...pod(name), netns: { podUid: name, ips } });
+  // a: its own address; b and c share a netns, c has none; d and e claim one address.
+  const workloads = [k8s('a', ['10.0.0.1', 'fd00::1']), k8s('b', ['10.0.0.2']), k8s('c', []), k8s('d', ['10.0.0.4']), k8s('e', ['10.0.0.4'])];
+  const cookies: Record<string, bigint> = { a: 1n, b: 2n, c: 2n, d: 4n, e: 5n };
+  reconcileOnce(target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
+  assert.deepEqual(calls, ['addresses', 'enable 1 true', 'enable 2 false', 'enable 4 false', 'enable 5 false']);
+  // A target that cannot hold addresses never gets the flag.
+  const bare: string[] = [];
+  reconcileOnce({ enable: (c, o) => { bare.push(`enable ${c} ${o.addressesKnown}`); }, disable: () => true, enabledNetns: () => new Map() },
+    { workloads: [k8s('a', ['10.0.0.1'])], namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), () => 1n);
+  assert.deepEqual(bare, ['enable 1 false']);
+});
+
 function fakeKernel(initial: [bigint, NetnsPolicy][] = []) {
-  const writes: [bigint, { excludePorts: number[]; crossPod: boolean }][] = [];
+  const writes: [bigint, { excludePorts: number[]; crossPod: boolean; addressesKnown: boolean }][] = [];
   const disabled: bigint[] = [];
   const map = new Map<bigint, NetnsPolicy>(initial);
   const target: KernelTarget = {
@@ -111,7 +131,7 @@ test('membership not known yet (agent restart, istiod not answered): the kernel\
   const workloads = joinMesh([pod('a'), pod('b'), pod('c')], xds('connecting', []));
   const r = reconcileOnce(k.target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
   assert.deepEqual(r.statuses.map((s) => [s.name, s.crossPod]), [['a', true], ['b', false], ['c', false]]);
-  assert.deepEqual(k.writes, [[3n, { excludePorts: [], crossPod: false }]], 'only the new netns is written');
+  assert.deepEqual(k.writes, [[3n, { excludePorts: [], crossPod: false, addressesKnown: false }]], 'only the new netns is written');
 });
 
 test('an incomplete desired state (a source still listing) disables nothing it does not list', () => {

@@ -32,6 +32,16 @@ test('a drifted layout is reported field by field', () => {
   assert.match(problems.join('\n'), /member extra has no codec/);
 });
 
+test('a field that was padding in older builds reads their layout as this one, and nothing else does', () => {
+  const real = native().structLayout(defaultObjectPath, 'accel_config');
+  const older = { size: real.size, members: real.members.map((m) => (m.name === 'backpressure_holdoff_ms' ? { ...m, name: 'pad0' } : m)) };
+  assert.deepEqual(layoutMismatches('accel_config', older), []);
+  const moved = { size: real.size, members: real.members.map((m) => (m.name === 'backpressure_holdoff_ms' ? { ...m, name: 'pad0', offset: 8 } : m)) };
+  assert.match(layoutMismatches('accel_config', moved).join('\n'), /backpressure_holdoff_ms: offset 8/);
+  const both = { size: real.size, members: real.members.concat([{ name: 'pad0', offset: 12, size: 4 }]) };
+  assert.match(layoutMismatches('accel_config', both).join('\n'), /member pad0 has no codec/);
+});
+
 test('the counter enum of the object has one slot per counter name', () => {
   const c = native().structLayout(defaultObjectPath, 'accel_counters');
   assert.equal(c.size, 8 * COUNTER_NAMES.length);
@@ -76,8 +86,10 @@ test('another generation\'s counters are placed by name: its order, its missing 
 
 test('netns policy round-trips and refuses bad ports', () => {
   for (const crossPod of [true, false]) {
-    const p = { enabled: true, excludePorts: [80, 3306, 65535], crossPod };
-    assert.deepEqual(decodeNetnsPolicy(encodeNetnsPolicy(p)), p);
+    for (const addressesKnown of [true, false]) {
+      const p = { enabled: true, excludePorts: [80, 3306, 65535], crossPod, addressesKnown };
+      assert.deepEqual(decodeNetnsPolicy(encodeNetnsPolicy(p)), p);
+    }
   }
   assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [0], crossPod: true }), /bad port 0/);
   assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [70000], crossPod: true }), /bad port 70000/);
@@ -86,10 +98,13 @@ test('netns policy round-trips and refuses bad ports', () => {
 });
 
 test('node config round-trips', () => {
-  for (const c of [{ crossPod: true, keepaliveIdleSeconds: 3600, proxyUid: 1337, sidecarOnly: false }, { crossPod: false, keepaliveIdleSeconds: 0, proxyUid: 2000, sidecarOnly: true }]) {
+  for (const c of [{ crossPod: true, keepaliveIdleSeconds: 3600, proxyUid: 1337, sidecarOnly: false, backpressureHoldoffMs: 0 },
+    { crossPod: false, keepaliveIdleSeconds: 0, proxyUid: 2000, sidecarOnly: true, backpressureHoldoffMs: 3_600_000 }]) {
     assert.deepEqual(decodeConfig(encodeConfig(c)), c);
   }
-  assert.equal(decodeConfig(encodeConfig({ crossPod: false, keepaliveIdleSeconds: 0 })).proxyUid, 1337, 'Istio\'s proxy uid by default');
+  const defaults = decodeConfig(encodeConfig({ crossPod: false, keepaliveIdleSeconds: 0 }));
+  assert.equal(defaults.proxyUid, 1337, 'Istio\'s proxy uid by default');
+  assert.equal(defaults.backpressureHoldoffMs, 10_000, 'a 10 s hold-off after a backpressure fallback by default');
 });
 
 test('per-CPU counters are summed over every CPU slot', () => {
