@@ -139,8 +139,12 @@ describe('isolation', { skip: kernelSkip }, () => {
       assert.equal(r.intact, true, 'bytes reordered or corrupted');
       const end = mesh().dp.netnsCounters(mesh().cookieA)!;
       assert.ok(end.fallbackDisabled > phase1.fallbackDisabled, 'disable did not move the stream to TCP');
-      // Once TCP carried a byte, that direction never returns to the redirect.
-      assert.equal(end.redirectedMessages, phase1.redirectedMessages);
+      // Once TCP carried a byte, that direction comes back to the redirect only
+      // as a counted return (after its reader read every TCP byte, I2): whether
+      // it does depends on how fast the reader caught up, the order never.
+      if (end.redirectedMessages > phase1.redirectedMessages) {
+        assert.ok(end.directionsResumed > phase1.directionsResumed, 'redirected again after TCP without a counted return');
+      }
     } finally {
       mesh().dp.disable(mesh().cookieA);
     }

@@ -89,7 +89,7 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
     });
   }
 
-  test('TCP Fast Open data in the SYN keeps that direction on TCP', async () => {
+  test('TCP Fast Open data in the SYN starts that direction on TCP (counted as early_data)', async () => {
     const before = mesh().dp.netnsCounters(mesh().cookieA)!.fallbackEarlyData;
     await mesh().runCase(mesh().a, 'tfo', port++);
     assert.ok(mesh().dp.netnsCounters(mesh().cookieA)!.fallbackEarlyData > before, 'no connection was seen with early data');
