@@ -15,6 +15,8 @@ export interface KernelVerdict { mode: SelfTestMode; failed: string[] }
 export const CHECKS_OF_CASE: Readonly<Record<string, readonly string[]>> = {
   fionread: ['fionread', 'fionread-tcp-queue'],
   peek: ['peek'],
+  // FIONREAD and MSG_PEEK of a message redirected after a return from TCP.
+  'resume-peek': ['fionread', 'fionread-tcp-queue', 'peek'],
 };
 
 let cached: Promise<KernelVerdict> | undefined;
