@@ -23,6 +23,11 @@ const scenarios = values.scenarios.split(',') as ScenarioName[];
 for (const s of scenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s}`);
 const seconds = Number(values.seconds);
 
+// Before any pod exists: without perf there is nothing to profile with.
+await run('perf', ['--version']).catch(() => {
+  console.error('profile: perf not found or not runnable; on Debian: apt-get install linux-perf');
+  process.exit(2);
+});
 const pods = await createBenchPods();
 const control = new AgentControl(pods);
 try {

@@ -102,22 +102,25 @@ function ratio(a: number | null | undefined, b: number | null | undefined): numb
 
 export interface Headline { what: string; ratio: number | null; goal: string }
 
-/** The ratios the project reports, from one run (never from numbers of different runs). */
+/**
+ * The ratios the project reports, from one run (never from numbers of
+ * different runs), with the aims of the performance issue in force (issue 13).
+ */
 export function headlines(results: Result[]): Headline[] {
   const f = (s: ScenarioName, w: WorkloadName, c: number, z: number | null) => find(results, s, w, c, z);
   const h: Headline[] = [];
   for (const s of ['accel', 'accel-crosspod'] as const) {
     for (const c of [1, 16]) {
-      h.push({ what: `${s} / istio-iptables, rr 64 B p50, ${c} conn`, ratio: ratio(f(s, 'rr', c, 64)?.p50_us, f('istio-iptables', 'rr', c, 64)?.p50_us), goal: s === 'accel' ? '<= 0.88' : '<= 0.80' });
+      h.push({ what: `${s} / istio-iptables, rr 64 B p50, ${c} conn`, ratio: ratio(f(s, 'rr', c, 64)?.p50_us, f('istio-iptables', 'rr', c, 64)?.p50_us), goal: s === 'accel' ? '<= 0.80' : '<= 0.65' });
       h.push({ what: `${s} / istio-iptables, rr 64 B p99, ${c} conn`, ratio: ratio(f(s, 'rr', c, 64)?.p99_us, f('istio-iptables', 'rr', c, 64)?.p99_us), goal: 'lower is better' });
     }
-    h.push({ what: `${s} / istio-iptables, crr rate`, ratio: ratio(f(s, 'crr', 1, 64)?.rps, f('istio-iptables', 'crr', 1, 64)?.rps), goal: '>= 0.95' });
+    h.push({ what: `${s} / istio-iptables, crr rate`, ratio: ratio(f(s, 'crr', 1, 64)?.rps, f('istio-iptables', 'crr', 1, 64)?.rps), goal: '>= 1.00' });
     h.push({ what: `${s} / istio-iptables, stream Gbit/s`, ratio: ratio(f(s, 'stream', 1, null)?.gbps, f('istio-iptables', 'stream', 1, null)?.gbps), goal: '>= 2' });
     h.push({ what: `${s} / istio-iptables, http p50, 1 conn`, ratio: ratio(f(s, 'http', 1, null)?.p50_us, f('istio-iptables', 'http', 1, null)?.p50_us), goal: 'lower is better' });
     h.push({ what: `${s} / uds-floor, rr 64 B p50, 1 conn`, ratio: ratio(f(s, 'rr', 1, 64)?.p50_us, f('uds-floor', 'rr', 1, 64)?.p50_us), goal: 'the floor is 1.0' });
   }
   h.push({ what: 'accel-unpaired / nomesh, rr 64 B p50, 1 conn', ratio: ratio(f('accel-unpaired', 'rr', 1, 64)?.p50_us, f('nomesh', 'rr', 1, 64)?.p50_us), goal: '<= 1.03' });
-  h.push({ what: 'accel-unpaired / nomesh, crr rate', ratio: ratio(f('accel-unpaired', 'crr', 1, 64)?.rps, f('nomesh', 'crr', 1, 64)?.rps), goal: '>= 0.97' });
+  h.push({ what: 'accel-unpaired / nomesh, crr rate', ratio: ratio(f('accel-unpaired', 'crr', 1, 64)?.rps, f('nomesh', 'crr', 1, 64)?.rps), goal: '>= 0.98' });
   h.push({ what: 'accel-unpaired / nomesh, stream Gbit/s', ratio: ratio(f('accel-unpaired', 'stream', 1, null)?.gbps, f('nomesh', 'stream', 1, null)?.gbps), goal: '>= 0.97' });
   return h;
 }
