@@ -214,15 +214,30 @@ async function runKernel(spec: string, o: Options, state: { accel: Accel | null 
     res.logDir = logDir;
 
     log(`${spec}: booting (${accel}, ${o.cpus} vCPUs, ${o.memMiB} MiB; boot limit ${bootS} s, work limit ${workMin} min)`);
-    const r = await bootGuest({
-      vmlinuz: k.vmlinuz, initramfs, jobDir, runDir, accel, cpus: o.cpus, memMiB: o.memMiB,
+    // Each boot its own socket directory: the first boot's virtiofsd may still hold its sockets.
+    const boot = (consoleLog: string, sockDir: string) => bootGuest({
+      vmlinuz: k.vmlinuz, initramfs, jobDir, runDir: sockDir, accel, cpus: o.cpus, memMiB: o.memMiB,
       bootTimeoutMs: bootS * 1000, totalTimeoutMs: (bootS + workMin * 60 + 60) * 1000,
-      consoleLog: path.join(logDir, 'console.log'),
+      consoleLog,
       onLine: (line) => {
         if (o.follow) console.error(`[${spec}] ${line}`);
         else if (/KMATRIX-(BOOTED|LOADED|SUITE|DONE|INIT-FAILED)/.test(line)) log(`${spec}: ${line.slice(line.indexOf('KMATRIX-')).trim()}`);
       },
     }, cleanup);
+    let r = await boot(path.join(logDir, 'console.log'), runDir);
+    // An emulated boot that dies before the guest's init speaks (seen once in
+    // CI: qemu exit 0 within seconds) says nothing about the project: the
+    // guest ran none of it. Boot once more, and say so with the first console's end.
+    if (r.bootMs === null && !interrupted) {
+      const first = path.join(logDir, 'console-first-boot.log');
+      fs.renameSync(path.join(logDir, 'console.log'), first);
+      const tail = fs.readFileSync(first, 'utf8').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').split(/\r?\n/).map((l) => l.trim()).filter(Boolean).slice(-3).join(' | ');
+      res.bootRetry = `the first ${r.timedOut === 'boot' ? `gave no boot marker within ${bootS} s` : `ended before userspace (qemu exit ${r.qemuExit})`}; its console ended: ${tail || '(nothing)'} (${first})`;
+      log(`${spec}: ${res.bootRetry}; booting again`);
+      const again = path.join(runDir, 'second-boot');
+      fs.mkdirSync(again);
+      r = await boot(path.join(logDir, 'console.log'), again);
+    }
     res.booted = r.bootMs !== null;
     if (r.bootMs !== null) res.bootSeconds = r.bootMs / 1000;
     res.guestSeconds = r.totalMs / 1000;
@@ -243,6 +258,9 @@ async function runKernel(spec: string, o: Options, state: { accel: Accel | null 
   return res;
 }
 
+/** Set by a signal: start no further boot. */
+let interrupted: string | null = null;
+
 async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
   await preflight();
@@ -251,7 +269,6 @@ async function main(): Promise<number> {
   // Ctrl-C / kill: stop the guest (the kernel in progress then ends as a
   // failure and cleans up after itself), start no other kernel, report what
   // ran and exit 130. A second signal exits at once (children die with us).
-  let interrupted: string | null = null;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
       if (interrupted) process.exit(130);

@@ -41,6 +41,8 @@ export interface KernelResult {
   totalSeconds: number;
   guestSeconds?: number;
   error?: string;
+  /** Why the first boot was retried: it ended before the guest's userspace said a word. */
+  bootRetry?: string;
   logDir?: string;
 }
 
@@ -121,6 +123,7 @@ export function renderTable(results: KernelResult[], suiteNames: string[]): stri
   const lines = [fmt(head), fmt(widths.map((w) => '-'.repeat(w))), ...rows.map(fmt)];
   // What a cell cannot hold: errors, refusals, failing test names.
   for (const r of results) {
+    if (r.bootRetry) lines.push(`${r.spec}: booted a second time: ${r.bootRetry}`);
     if (r.error) lines.push(`${r.spec}: ${r.error}`);
     if (r.load && !r.load.ok) {
       lines.push(`${r.spec}: not served: ${(r.load.error ?? '').split('\n')[0]}`);

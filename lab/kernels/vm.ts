@@ -79,7 +79,11 @@ export async function bootGuest(o: BootOptions, cleanup: Cleanup): Promise<BootR
   await startVirtiofsd('/', path.join(o.runDir, 'root.sock'), cleanup);
   await startVirtiofsd(o.jobDir, path.join(o.runDir, 'job.sock'), cleanup);
 
-  const cpu = o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', 'max'];
+  // Without ERMS/FSRM the guest kernel copies user data with rep movsq or
+  // 8-byte moves instead of rep movsb, which TCG emulates one byte at a time:
+  // measured on 6.12, one hops test 79 s -> 44 s (system time 50 s -> 18 s).
+  // What the suites check (BPF, sockets) does not depend on either flag.
+  const cpu = o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', 'max,-erms,-fsrm'];
   const args = [
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-monitor', 'none',
     ...cpu, '-smp', String(o.cpus), '-m', `${o.memMiB}M`,
@@ -138,5 +142,7 @@ export async function bootGuest(o: BootOptions, cleanup: Cleanup): Promise<BootR
     clearTimeout(totalTimer);
   }
   res.totalMs = Date.now() - start;
+  // On disk before the caller reads it (a second end() from the cleanup is a no-op).
+  await new Promise<void>((r) => log.end(r));
   return res;
 }

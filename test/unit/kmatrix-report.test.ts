@@ -11,3 +11,12 @@ test('a suite run twice shows each run in its own column', () => {
   const row = table.split('\n')[2] ?? '';
   assert.match(row, /ok 6\/0\/0\s+FAIL 5\/1\/0/);
 });
+
+test('a kernel booted a second time says why under the table, and its row shows the second boot', () => {
+  const why = 'the first ended before userspace (qemu exit 0); its console ended: Booting from ROM...';
+  const table = renderTable([{ spec: '6.12', booted: true, bootSeconds: 7, suites: [suite('pass', 7, 0)], totalSeconds: 900, bootRetry: why }],
+    ['integrity']);
+  const [, , row, ...notes] = table.split('\n');
+  assert.match(row ?? '', /yes 7\.0s.*ok 7\/0\/0/);
+  assert.ok(notes.includes(`6.12: booted a second time: ${why}`), table);
+});
