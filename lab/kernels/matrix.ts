@@ -41,7 +41,9 @@ const USAGE = `usage: node dist/lab/kernels/matrix.js [options]
                     self-test refuses it (repeatable or comma-separated);
                     it passes when refused, and fails if it is served
   --follow          print the guest's console as it comes
-  --cpus N --mem-mib N   guest size (default 2, 3072)`;
+  --cpus N --mem-mib N   guest size (default 2, 3072)
+  --parallel N      boot up to N kernels at once (default 1). One TCG guest keeps about 1.3 of
+                    two host CPUs busy (its tests wait on each other), so 2 shortens the matrix`;
 
 interface Options {
   kernels: string[];
@@ -58,6 +60,7 @@ interface Options {
   follow: boolean;
   cpus: number;
   memMiB: number;
+  parallel: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -67,7 +70,7 @@ function parseOptions(argv: string[]): Options {
       kernel: { type: 'string', multiple: true }, refused: { type: 'string', multiple: true }, tests: { type: 'string' }, 'timeout-min': { type: 'string' },
       'boot-timeout-s': { type: 'string' }, json: { type: 'string' }, 'guest-cmd': { type: 'string' },
       accel: { type: 'string' }, cache: { type: 'string' }, logs: { type: 'string' }, follow: { type: 'boolean' },
-      cpus: { type: 'string' }, 'mem-mib': { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      cpus: { type: 'string' }, 'mem-mib': { type: 'string' }, parallel: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) { console.log(USAGE); process.exit(0); }
@@ -97,6 +100,7 @@ function parseOptions(argv: string[]): Options {
     follow: values.follow ?? false,
     cpus: num(values.cpus, 'cpus') ?? 2,
     memMiB: num(values['mem-mib'], 'mem-mib') ?? 3072,
+    parallel: Math.floor(num(values.parallel, 'parallel') ?? 1),
   };
 }
 
@@ -184,13 +188,22 @@ async function probeKvm(k: Kernel, initramfs: string, runDir: string, o: Options
   }
 }
 
-async function runKernel(spec: string, o: Options, state: { accel: Accel | null }, root: Cleanup): Promise<KernelResult> {
+/** What kernels running side by side share: one accelerator decision, one download at a time. */
+interface Shared {
+  accel: Promise<Accel> | null;
+  fetching: Promise<unknown>;
+}
+
+async function runKernel(spec: string, o: Options, state: Shared, root: Cleanup): Promise<KernelResult> {
   const t0 = Date.now();
   const res: KernelResult = { spec, booted: false, suites: [], totalSeconds: 0 };
   const cleanup = new Cleanup();
   root.add(`kernel ${spec}`, () => cleanup.run(log)); // Ctrl-C mid-boot still cleans up
   try {
-    const k = await fetchKernel(spec, o.cache, log);
+    // apt state per suite under one cache: downloads take turns.
+    const fetched = state.fetching.then(() => fetchKernel(spec, o.cache, log));
+    state.fetching = fetched.catch(() => undefined);
+    const k = await fetched;
     Object.assign(res, { suite: k.suite, release: k.release, packageVersion: k.packageVersion });
     log(`${spec}: ${k.suite} ${k.release} (package ${k.packageVersion})`);
 
@@ -198,13 +211,15 @@ async function runKernel(spec: string, o: Options, state: { accel: Accel | null 
     cleanup.add('run dir', () => fs.rmSync(runDir, { recursive: true, force: true }));
     const initramfs = await buildInitramfs({ modulesDir: k.modulesDir, initScript: path.join(srcDir, 'guest/init.sh'), workDir: runDir });
 
-    if (state.accel === null) state.accel = o.accel === 'auto' ? (await probeKvm(k, initramfs, runDir, o) ? 'kvm' : 'tcg') : o.accel;
-    const accel = state.accel;
+    // The first kernel here decides for all; the others wait for its probe.
+    state.accel ??= o.accel === 'auto' ? probeKvm(k, initramfs, runDir, o).then((ok): Accel => ok ? 'kvm' : 'tcg') : Promise.resolve(o.accel);
+    const accel = await state.accel;
     res.accel = accel;
 
     const jobDir = path.join(runDir, 'job');
     fs.mkdirSync(jobDir);
-    const workMin = o.timeoutMin ?? estimateMinutes(o.suites);
+    // Guests side by side share the host's CPUs: each may take that much longer.
+    const workMin = o.timeoutMin ?? estimateMinutes(o.suites) * Math.min(o.parallel, o.kernels.length);
     const bootS = o.bootTimeoutS ?? (accel === 'tcg' ? 180 : 60);
     // The guest stops its own work a minute before qemu is killed, to report in.
     writeJob(jobDir, k, o, accel, bootS + workMin * 60, false);
@@ -279,21 +294,29 @@ async function main(): Promise<number> {
     });
   }
   const results: KernelResult[] = [];
-  const state: { accel: Accel | null } = { accel: null };
-  for (const spec of o.kernels) {
-    if (interrupted) break;
-    const r = await runKernel(spec, o, state, root);
-    if (interrupted) r.error = `interrupted (${interrupted})${r.error ? `: ${r.error}` : ''}`;
-    results.push(r);
-    log(`${spec}: done in ${r.totalSeconds.toFixed(0)} s`);
-  }
+  const state: Shared = { accel: null, fetching: Promise.resolve() };
+  // Workers take the kernels in the order given; the table keeps that order.
+  let next = 0;
+  const worker = async () => {
+    while (!interrupted && next < o.kernels.length) {
+      const i = next++;
+      const spec = o.kernels[i]!;
+      const r = await runKernel(spec, o, state, root);
+      if (interrupted) r.error = `interrupted (${interrupted})${r.error ? `: ${r.error}` : ''}`;
+      results[i] = r;
+      log(`${spec}: done in ${r.totalSeconds.toFixed(0)} s`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(o.parallel, o.kernels.length) }, worker));
   await root.run(log);
-  console.log(renderTable(results, o.suites));
-  if (o.json) fs.writeFileSync(o.json, JSON.stringify({ project: repo, suites: o.suites, results }, null, 2) + '\n');
+  // An interrupt leaves the kernels no worker reached out of the table.
+  const ran = results.filter((r): r is KernelResult => r !== undefined);
+  console.log(renderTable(ran, o.suites));
+  if (o.json) fs.writeFileSync(o.json, JSON.stringify({ project: repo, suites: o.suites, results: ran }, null, 2) + '\n');
   if (interrupted) return 130;
   // A kernel the programs cannot serve passes by refusing them (its suites run on
   // a datapath that never loaded and are not counted).
-  const good = results.every((r) => o.refused.includes(r.spec)
+  const good = ran.length === o.kernels.length && ran.every((r) => o.refused.includes(r.spec)
     ? r.booted && r.load !== undefined && !r.load.ok
     : r.booted && !r.error && r.load?.ok && r.suites.every((s) => s.status === 'pass'));
   if (o.refused.length) log(`expected to refuse: ${o.refused.join(', ')}`);
