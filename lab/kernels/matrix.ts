@@ -265,7 +265,9 @@ async function runKernel(spec: string, o: Options, state: Shared, root: Cleanup)
     else if (r.timedOut) res.error = `killed after the ${workMin} min work limit`;
     else if (!r.markers.some((m) => m.startsWith('KMATRIX-DONE'))) res.error = `guest ended early (qemu exit ${r.qemuExit}); see console.log`;
   } catch (e) {
-    res.error = (e as Error).message;
+    // An interrupt's cleanup removes the run directory under the reads above:
+    // the interrupt is the story (main says so), not the missing files.
+    if (!interrupted) res.error = (e as Error).message;
   } finally {
     await cleanup.run(log);
     res.totalSeconds = (Date.now() - t0) / 1000;
