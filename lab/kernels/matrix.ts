@@ -16,7 +16,7 @@ import { fetchKernel, KNOWN_SPECS, type Kernel } from './debian.js';
 import { buildInitramfs } from './initramfs.js';
 import { Cleanup, killAll, run } from './proc.js';
 import { readLoad, readSuite, renderTable, type KernelResult } from './report.js';
-import { bootGuest, virtiofsdPath, type Accel } from './vm.js';
+import { bootGuest, consoleLine, virtiofsdPath, type Accel } from './vm.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** The project the host runs from; the guest sees it at the same path. */
@@ -42,8 +42,8 @@ const USAGE = `usage: node dist/lab/kernels/matrix.js [options]
                     it passes when refused, and fails if it is served
   --follow          print the guest's console as it comes
   --cpus N --mem-mib N   guest size (default 2, 3072)
-  --parallel N      boot up to N kernels at once (default 1). One TCG guest keeps about 1.3 of
-                    two host CPUs busy (its tests wait on each other), so 2 shortens the matrix`;
+  --parallel N      boot up to N kernels at once (default 1); for hosts with CPUs to spare: on
+                    2 CPUs two TCG guests slowed each other 1.7-2x, no faster in all`;
 
 interface Options {
   kernels: string[];
@@ -246,7 +246,7 @@ async function runKernel(spec: string, o: Options, state: Shared, root: Cleanup)
     if (r.bootMs === null && !interrupted) {
       const first = path.join(logDir, 'console-first-boot.log');
       fs.renameSync(path.join(logDir, 'console.log'), first);
-      const tail = fs.readFileSync(first, 'utf8').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').split(/\r?\n/).map((l) => l.trim()).filter(Boolean).slice(-3).join(' | ');
+      const tail = fs.readFileSync(first, 'utf8').split('\n').map((l) => consoleLine(l).trim()).filter(Boolean).slice(-3).join(' | ');
       res.bootRetry = `the first ${r.timedOut === 'boot' ? `gave no boot marker within ${bootS} s` : `ended before userspace (qemu exit ${r.qemuExit})`}; its console ended: ${tail || '(nothing)'} (${first})`;
       log(`${spec}: ${res.bootRetry}; booting again`);
       const again = path.join(runDir, 'second-boot');

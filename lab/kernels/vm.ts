@@ -75,6 +75,11 @@ async function startVirtiofsd(source: string, socket: string, cleanup: Cleanup):
   return d;
 }
 
+/** A console line as text: terminal control sequences (SeaBIOS, the tty) would garble it. */
+export function consoleLine(raw: string): string {
+  return raw.replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+}
+
 export async function bootGuest(o: BootOptions, cleanup: Cleanup): Promise<BootResult> {
   await startVirtiofsd('/', path.join(o.runDir, 'root.sock'), cleanup);
   await startVirtiofsd(o.jobDir, path.join(o.runDir, 'job.sock'), cleanup);
@@ -118,8 +123,7 @@ export async function bootGuest(o: BootOptions, cleanup: Cleanup): Promise<BootR
     const lines = partial.split(/\r?\n/);
     partial = lines.pop()!;
     for (const raw of lines) {
-      // Terminal control sequences (SeaBIOS, the tty) would garble progress output.
-      const line = raw.replace(/\r/g, '').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+      const line = consoleLine(raw);
       o.onLine?.(line);
       // Kernel messages share the console: a marker may not start its line.
       const m = /(KMATRIX-[A-Z-]+)(.*)$/.exec(line);
