@@ -82,6 +82,14 @@ enum accel_netns_flag {
 	ACCEL_NETNS_ENABLED = 1,
 	ACCEL_NETNS_CROSS_POD = 2,  /* a mesh workload known on this node: may pair with another pod's (cross-pod on) */
 	ACCEL_NETNS_ADDRS_KNOWN = 4, /* its pod addresses are in pod_addrs: a sidecar socket to no pod of this node is not registered */
+	/*
+	 * Its sidecar captures none of its applications' outbound (inbound) TCP
+	 * (Istio's interceptionMode NONE, or nothing included): an application's
+	 * client (accepted) socket then names its true other end, and is judged
+	 * by it as a sidecar's is. Only with ACCEL_NETNS_ADDRS_KNOWN.
+	 */
+	ACCEL_NETNS_OUTBOUND_DIRECT = 8,
+	ACCEL_NETNS_INBOUND_DIRECT = 16,
 };
 
 /* Per network namespace policy, written by the agent; absent == disabled. */

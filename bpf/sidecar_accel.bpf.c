@@ -317,16 +317,18 @@ static __always_inline bool cross_pod_allowed(const struct accel_netns_policy *p
 }
 
 /*
- * Can the other end of this sidecar socket be a socket of this node's
- * enabled pods? Only when it is in its own pod (loopback, Istio's passthrough
- * source ::6, or one of its pod's addresses) or, with cross-pod pairing on
- * for both, in another pod the agent knows on this node. A sidecar's upstream
- * to anywhere else, or its inbound socket from a client elsewhere, never
- * pairs: registering it would only cost its connection a psock (set up, torn
- * down, and its first sends through tcp_bpf_sendmsg). Asked only where the
- * agent published the pod's addresses (ACCEL_NETNS_ADDRS_KNOWN). An
- * application's socket is never asked: under REDIRECT its client socket names
- * the service address, not its sidecar's.
+ * Can the other end of this socket be a socket of this node's enabled pods?
+ * Only when it is in its own pod (loopback, Istio's passthrough source ::6,
+ * or one of its pod's addresses) or, with cross-pod pairing on for both, in
+ * another pod the agent knows on this node. A sidecar's upstream to anywhere
+ * else, or its inbound socket from a client elsewhere, never pairs:
+ * registering it would only cost its connection a psock (set up, torn down,
+ * and its first sends through tcp_bpf_sendmsg). Asked only where the agent
+ * published the pod's addresses (ACCEL_NETNS_ADDRS_KNOWN), of a sidecar's
+ * socket, and of an application's only where its sidecar captures none of
+ * that direction (ACCEL_NETNS_*_DIRECT): under capture its client socket
+ * names the service address, and its accepted one the original client, while
+ * the other end is its own sidecar's.
  */
 static __always_inline bool may_ever_pair(const __u32 remote[4], __u64 netns,
 					  const struct accel_netns_policy *policy)
@@ -401,7 +403,9 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	rip6[2] = CTX(skops->remote_ip6[2]);
 	rip6[3] = CTX(skops->remote_ip6[3]);
 	v4 = skops->family == AF_INET;
-	if (sidecar && (policy->flags & ACCEL_NETNS_ADDRS_KNOWN)) {
+	if ((policy->flags & ACCEL_NETNS_ADDRS_KNOWN) &&
+	    (sidecar || (policy->flags & (role == ACCEL_ROLE_CLIENT ? ACCEL_NETNS_OUTBOUND_DIRECT
+								    : ACCEL_NETNS_INBOUND_DIRECT)))) {
 		__u32 remote[4];
 
 		set_ip(remote, v4, rip4, rip6);

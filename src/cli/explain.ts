@@ -71,6 +71,10 @@ const RULE_TEXT: Record<Decision['rule'], string> = {
 export function explainText(r: ReturnType<typeof explain>): string {
   const lines = [`${r.pod}: ${r.enabled ? 'accelerated' : 'not accelerated'}`, `  decided by: ${RULE_TEXT[r.rule]}`];
   if (r.excludePorts.length) lines.push(`  ports never accelerated: ${r.excludePorts.join(', ')}`);
+  const direct = [...(r.captures.outbound ? [] : ['outbound']), ...(r.captures.inbound ? [] : ['inbound'])];
+  if (r.enabled && direct.length) {
+    lines.push(`  its sidecar captures none of its ${direct.join(' or ')} traffic: an application socket to or from no pod of this node is left alone`);
+  }
   for (const w of r.warnings) lines.push(`  warning: ${w}`);
   return lines.join('\n') + '\n';
 }

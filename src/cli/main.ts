@@ -105,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
       if (!v.pod) throw new UsageError('explain needs --pod FILE');
       const { explain, explainText } = await import('./explain.js');
       const r = explain({ pod: v.pod, ...(v.namespace ? { namespace: v.namespace } : {}), ...(v.mesh ? { mesh: v.mesh } : {}) });
-      process.stdout.write(v.json ? JSON.stringify({ enabled: r.enabled, rule: r.rule, warnings: r.warnings, excludePorts: r.excludePorts, pod: r.pod }) + '\n' : explainText(r));
+      process.stdout.write(v.json ? JSON.stringify({ enabled: r.enabled, rule: r.rule, warnings: r.warnings, excludePorts: r.excludePorts, captures: r.captures, pod: r.pod }) + '\n' : explainText(r));
       return 0;
     }
     case 'demo':

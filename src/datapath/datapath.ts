@@ -100,7 +100,7 @@ const VALUE_TYPES = {
  * only the bits they know, so an older generation without one is written the
  * same way (the bit set is ignored there).
  */
-const ADDED_FLAGS: ReadonlySet<string> = new Set(['ACCEL_NETNS_ADDRS_KNOWN']);
+const ADDED_FLAGS: ReadonlySet<string> = new Set(['ACCEL_NETNS_ADDRS_KNOWN', 'ACCEL_NETNS_OUTBOUND_DIRECT', 'ACCEL_NETNS_INBOUND_DIRECT']);
 
 function enumDiff(name: keyof typeof BTF_ENUMS, theirs: { name: string; value: number }[] | null): string[] {
   if (!theirs) return [`enum ${name}: not in its BTF`];
@@ -381,8 +381,11 @@ export class Datapath {
    * Pairs new connections of this netns from now on (updates in place when
    * enabled). `crossPod` (default true): it may also pair with another pod's
    * netns, when cross-pod pairing is on and that netns may too.
+   * `outboundDirect` / `inboundDirect` (default false): its sidecar captures
+   * none of that direction, so with `addressesKnown` an application's socket
+   * to (from) no pod of this node is never registered.
    */
-  enable(netnsCookie: bigint, opts: { excludePorts?: number[]; crossPod?: boolean; addressesKnown?: boolean } = {}): void {
+  enable(netnsCookie: bigint, opts: Omit<Partial<NetnsPolicy>, 'enabled'> = {}): void {
     this.live();
     this.readable('policy');
     const key = encodeU64(netnsCookie);
@@ -394,6 +397,7 @@ export class Datapath {
     }
     this.n.mapUpdate(this.maps.netns_policy, key, encodeNetnsPolicy({
       enabled: true, excludePorts: opts.excludePorts ?? [], crossPod: opts.crossPod ?? true, addressesKnown: opts.addressesKnown ?? false,
+      outboundDirect: opts.outboundDirect ?? false, inboundDirect: opts.inboundDirect ?? false,
     }), BPF_ANY);
   }
 

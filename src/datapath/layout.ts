@@ -13,6 +13,9 @@ export const NETNS_ENABLED = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_ENABLED;
 /** A mesh workload known on this node: may pair across pods (when cross-pod pairing is on). */
 export const NETNS_CROSS_POD = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_CROSS_POD;
 export const NETNS_ADDRS_KNOWN = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_ADDRS_KNOWN;
+/** The pod's sidecar captures none of its applications' outbound (inbound) TCP: their sockets are judged by their other end. */
+export const NETNS_OUTBOUND_DIRECT = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_OUTBOUND_DIRECT;
+export const NETNS_INBOUND_DIRECT = BTF_ENUMS.accel_netns_flag.ACCEL_NETNS_INBOUND_DIRECT;
 export const CFG_CROSS_POD = BTF_ENUMS.accel_cfg_flag.ACCEL_CFG_CROSS_POD;
 /** Only the sidecar's sockets are paired: this kernel cannot serve an application's transparently. */
 export const CFG_SIDECAR_ONLY = BTF_ENUMS.accel_cfg_flag.ACCEL_CFG_SIDECAR_ONLY;
@@ -212,6 +215,10 @@ export interface NetnsPolicy {
   enabled: boolean; excludePorts: number[]; crossPod: boolean;
   /** The pod's addresses are in pod_addrs (ACCEL_NETNS_ADDRS_KNOWN); absent: false. */
   addressesKnown?: boolean;
+  /** Its sidecar captures none of its applications' outbound TCP (ACCEL_NETNS_OUTBOUND_DIRECT); absent: false. */
+  outboundDirect?: boolean;
+  /** Nor inbound (ACCEL_NETNS_INBOUND_DIRECT); absent: false. */
+  inboundDirect?: boolean;
 }
 
 export function encodeNetnsPolicy(p: NetnsPolicy): Buffer {
@@ -219,7 +226,8 @@ export function encodeNetnsPolicy(p: NetnsPolicy): Buffer {
     throw new RangeError(`at most ${MAX_EXCLUDE_PORTS} excluded ports, got ${p.excludePorts.length}`);
   }
   const b = Buffer.alloc(EXPECTED_LAYOUTS.accel_netns_policy!.size);
-  b.writeUInt32LE((p.enabled ? NETNS_ENABLED : 0) | (p.crossPod ? NETNS_CROSS_POD : 0) | (p.addressesKnown ? NETNS_ADDRS_KNOWN : 0), 0);
+  b.writeUInt32LE((p.enabled ? NETNS_ENABLED : 0) | (p.crossPod ? NETNS_CROSS_POD : 0) | (p.addressesKnown ? NETNS_ADDRS_KNOWN : 0)
+    | (p.outboundDirect ? NETNS_OUTBOUND_DIRECT : 0) | (p.inboundDirect ? NETNS_INBOUND_DIRECT : 0), 0);
   b.writeUInt32LE(p.excludePorts.length, 4);
   p.excludePorts.forEach((port, i) => {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`bad port ${port}`);
@@ -242,6 +250,7 @@ export function decodeNetnsPolicy(b: Buffer): NetnsPolicy {
   return {
     enabled: (flags & NETNS_ENABLED) !== 0, excludePorts: ports, crossPod: (flags & NETNS_CROSS_POD) !== 0,
     addressesKnown: (flags & NETNS_ADDRS_KNOWN) !== 0,
+    outboundDirect: (flags & NETNS_OUTBOUND_DIRECT) !== 0, inboundDirect: (flags & NETNS_INBOUND_DIRECT) !== 0,
   };
 }
 

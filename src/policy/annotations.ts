@@ -11,5 +11,12 @@ export const ANNOTATION_AMBIENT_REDIRECTION = 'ambient.istio.io/redirection';
 /** The ProxyConfig proxyMetadata key that switches acceleration. */
 export const PROXY_METADATA_KEY = 'SIDECAR_ACCEL';
 export const MAX_EXCLUDE_PORTS = 16;
-/** Istio's capture mode of a pod: REDIRECT (default) or TPROXY. */
+/** Istio's capture mode of a pod: REDIRECT (default), TPROXY or NONE (no capture rules). */
 export const ANNOTATION_INTERCEPTION_MODE = 'sidecar.istio.io/interceptionMode';
+/**
+ * Istio's capture scope (istio-iptables -i, -o, -b): an empty value captures
+ * none of that traffic; absent, the injector's default ('*': all) applies.
+ */
+export const ANNOTATION_INCLUDE_OUTBOUND_IP_RANGES = 'traffic.sidecar.istio.io/includeOutboundIPRanges';
+export const ANNOTATION_INCLUDE_OUTBOUND_PORTS = 'traffic.sidecar.istio.io/includeOutboundPorts';
+export const ANNOTATION_INCLUDE_INBOUND_PORTS = 'traffic.sidecar.istio.io/includeInboundPorts';

@@ -4,6 +4,7 @@
 import YAML from 'yaml';
 import {
   ANNOTATION_AMBIENT_REDIRECTION, ANNOTATION_ENABLED, ANNOTATION_EXCLUDE_PORTS, ANNOTATION_PROXY_CONFIG,
+  ANNOTATION_INCLUDE_INBOUND_PORTS, ANNOTATION_INCLUDE_OUTBOUND_IP_RANGES, ANNOTATION_INCLUDE_OUTBOUND_PORTS,
   ANNOTATION_INTERCEPTION_MODE, ANNOTATION_SIDECAR_STATUS, LABEL_DATAPLANE_MODE, MAX_EXCLUDE_PORTS, PROXY_METADATA_KEY,
 } from './annotations.js';
 
@@ -38,7 +39,31 @@ export interface Decision {
   rule: Rule;
   /** Ports never paired in this pod (sidecar-accel.io/exclude-ports). */
   excludePorts: number[];
+  /** Which of its applications' TCP its sidecar captures (captureOf). */
+  captures: Capture;
   warnings: string[];
+}
+
+/** Whether a pod's sidecar captures any of its applications' outbound, and inbound, TCP. */
+export interface Capture { outbound: boolean; inbound: boolean }
+
+/**
+ * From Istio's annotations: no capture at all (interceptionMode NONE), or
+ * none of one direction (an empty include list: no outbound IP range and no
+ * outbound port, or no inbound port). Anything else, absent or unreadable
+ * included, counts as captured: the datapath then registers the
+ * application's sockets as before, so a wrong guess here can only cost an
+ * unpaired socket its registration, never pair a wrong one.
+ */
+export function captureOf(pod: ObjectMeta): Capture {
+  const a = pod.annotations ?? {};
+  if (a[ANNOTATION_INTERCEPTION_MODE] === 'NONE') return { outbound: false, inbound: false };
+  const none = (key: string) => a[key] !== undefined && a[key].trim() === '';
+  const noPorts = (key: string) => a[key] === undefined || a[key].trim() === '';
+  return {
+    outbound: !(none(ANNOTATION_INCLUDE_OUTBOUND_IP_RANGES) && noPorts(ANNOTATION_INCLUDE_OUTBOUND_PORTS)),
+    inbound: !none(ANNOTATION_INCLUDE_INBOUND_PORTS),
+  };
 }
 
 /** Go's strconv.ParseBool, which Istio uses for boolean metadata. */
@@ -116,7 +141,8 @@ export function decide(pod: ObjectMeta, namespace: ObjectMeta | undefined, mesh:
   const warnings: string[] = [];
   const a = pod.annotations ?? {};
   const excludePorts = parseExcludePorts(a[ANNOTATION_EXCLUDE_PORTS], warnings);
-  const result = (enabled: boolean, rule: Rule): Decision => ({ enabled, rule, excludePorts, warnings });
+  const captures = captureOf(pod);
+  const result = (enabled: boolean, rule: Rule): Decision => ({ enabled, rule, excludePorts, captures, warnings });
 
   if (isAmbient(pod)) return result(false, 'ambient');
   // istiod says ztunnel captures it, whatever its labels say: its traffic is tunnelled.

@@ -11,7 +11,7 @@ import { netnsRefText, podAddressesOf } from '../workloads/workload.js';
 import { PodNetnsScan } from '../workloads/pod-netns.js';
 
 export interface KernelTarget {
-  enable(cookie: bigint, opts: { excludePorts: number[]; crossPod: boolean; addressesKnown: boolean }): void;
+  enable(cookie: bigint, opts: EnableOptions): void;
   disable(cookie: bigint): boolean;
   enabledNetns(): Map<bigint, NetnsPolicy>;
   /**
@@ -20,6 +20,16 @@ export interface KernelTarget {
    * that cannot hold them.
    */
   setPodAddresses?(want: ReadonlyMap<string, bigint>, opts: { prune: boolean }): void;
+}
+
+/** What one netns is enabled with (the fields of its struct accel_netns_policy). */
+export interface EnableOptions {
+  excludePorts: number[];
+  crossPod: boolean;
+  addressesKnown: boolean;
+  /** Its sidecar captures none of its applications' outbound (inbound) TCP: judged by their other end. */
+  outboundDirect: boolean;
+  inboundDirect: boolean;
 }
 
 export type WorkloadState = 'enabled' | 'disabled' | 'error';
@@ -59,10 +69,11 @@ export interface DesiredState {
 export interface ReconcileResult { statuses: WorkloadStatus[]; errors: number }
 
 
-function samePolicy(a: NetnsPolicy | undefined, want: { ports: number[]; crossPod: boolean; addressesKnown: boolean }): boolean {
+function samePolicy(a: NetnsPolicy | undefined, want: EnableOptions): boolean {
   return !!a && a.enabled && a.crossPod === want.crossPod && (a.addressesKnown ?? false) === want.addressesKnown
-    && a.excludePorts.length === want.ports.length
-    && a.excludePorts.every((p, i) => p === want.ports[i]);
+    && (a.outboundDirect ?? false) === want.outboundDirect && (a.inboundDirect ?? false) === want.inboundDirect
+    && a.excludePorts.length === want.excludePorts.length
+    && a.excludePorts.every((p, i) => p === want.excludePorts[i]);
 }
 
 /**
@@ -105,7 +116,11 @@ export function reconcileOnce(
   cookieOf: (w: Workload) => bigint,
 ): ReconcileResult {
   const statuses: WorkloadStatus[] = [];
-  const want = new Map<bigint, { ports: number[]; known: (boolean | undefined)[]; owners: WorkloadStatus[]; addressed: boolean; addresses: string[] }>();
+  const want = new Map<bigint, {
+    ports: number[]; known: (boolean | undefined)[]; owners: WorkloadStatus[]; addressed: boolean; addresses: string[];
+    /** Every workload of the netns says its sidecar captures none of that direction. */
+    outboundDirect: boolean; inboundDirect: boolean;
+  }>();
   const keepOff = new Set<bigint>();
   /** Each pod address with the netns cookies of the workloads claiming it. */
   const claims = new Map<string, Set<bigint>>();
@@ -132,8 +147,10 @@ export function reconcileOnce(
     st.netnsCookie = cookie.toString();
     for (const ip of podAddressesOf(w)) claims.set(ip, (claims.get(ip) ?? new Set()).add(cookie));
     if (!d.enabled) { keepOff.add(cookie); continue; }
-    const entry = want.get(cookie) ?? { ports: d.excludePorts, known: [], owners: [], addressed: true, addresses: [] };
+    const entry = want.get(cookie) ?? { ports: d.excludePorts, known: [], owners: [], addressed: true, addresses: [], outboundDirect: true, inboundDirect: true };
     entry.addressed &&= podAddressesOf(w).length > 0;
+    entry.outboundDirect &&= !d.captures.outbound;
+    entry.inboundDirect &&= !d.captures.inbound;
     entry.addresses.push(...podAddressesOf(w));
     entry.known.push(w.meshKnown);
     entry.owners.push(st);
@@ -172,8 +189,9 @@ export function reconcileOnce(
     // its own (none claimed twice): only then may the datapath leave alone a
     // sidecar socket whose other end is none of this node's pods.
     const addressesKnown = addressesWritten && e.addressed && e.addresses.every((ip) => podAddresses.get(ip) === cookie);
+    const opts: EnableOptions = { excludePorts: e.ports, crossPod, addressesKnown, outboundDirect: e.outboundDirect, inboundDirect: e.inboundDirect };
     try {
-      if (!samePolicy(actual.get(cookie), { ports: e.ports, crossPod, addressesKnown })) target.enable(cookie, { excludePorts: e.ports, crossPod, addressesKnown });
+      if (!samePolicy(actual.get(cookie), opts)) target.enable(cookie, opts);
       for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; o.crossPod = crossPod; }
     } catch (err) {
       errors++;

@@ -8,6 +8,7 @@ import { ssSockets, tcpOutSegs, addr, type SsSocket } from '../../lab/measure/ke
 import { kernelSkip, assertKernelAccess } from './gate.js';
 import { countersDelta, type Counters } from '../../src/datapath/layout.js';
 import { SERVICE_VIP4, SERVICE_VIP6 } from '../../lab/topology/topology.js';
+import { netnsCookieOfPath } from '../../src/datapath/netns.js';
 
 const BYTES = 20_000_000;
 
@@ -204,6 +205,60 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       const r = await runHeld(m, 4);
       for (const h of r.hops) assertRedirected(h, r.delta);
       assert.equal(r.delta.fallbackNeverPairs, 0n);
+    } finally {
+      await m.close();
+    }
+  });
+});
+
+// A pod whose sidecar captures none of its applications' outbound (inbound)
+// TCP: an application's socket then names its true other end, and one to no
+// pod of this node is left alone as a sidecar's is. Pods c and d have no
+// capture rules at all, as such a pod's traffic has none.
+describe('an application\'s socket where its sidecar captures none of that direction', { skip: kernelSkip }, () => {
+  before(assertKernelAccess);
+
+  test('outbound (inbound) direct: a socket to (from) no pod of this node is never registered; one over loopback still pairs', async () => {
+    const m = await Mesh.create({ label: 'direct', enable: false });
+    try {
+      const c = await m.topo.addPod('c');
+      const d = await m.topo.addPod('d');
+      const cookieC = netnsCookieOfPath(c.netnsPath);
+      const cookieD = netnsCookieOfPath(d.netnsPath);
+      m.dp.setPodAddresses(new Map([...m.dp.podAddresses(), [c.ip4, cookieC], [c.ip6, cookieC], [d.ip4, cookieD], [d.ip6, cookieD]]));
+      // One stream c -> d, both pods enabled (cross-pod off: they can never pair), with or without the direct flags.
+      let port = 9910;
+      const stream = async (direct: boolean) => {
+        m.dp.enable(cookieC, { crossPod: false, addressesKnown: true, outboundDirect: direct });
+        m.dp.enable(cookieD, { crossPod: false, addressesKnown: true, inboundDirect: direct });
+        const c0 = m.dp.netnsCounters(cookieC)!;
+        const d0 = m.dp.netnsCounters(cookieD)!;
+        const srv = m.startPeer(d, ['server', '--listen', `0.0.0.0:${port}`, '--bytes', '100000']);
+        await srv.ready();
+        const cli = m.startPeer(c, ['client', '--connect', `${d.ip4}:${port++}`, '--bytes', '100000']);
+        const client = (await cli.finished()).find((o) => o.role === 'client')!;
+        const server = await srv.waitFor((o) => o.role === 'server' && o.peerId === client.id, 'server report');
+        assert.equal(client.sentSha, server.recvSha, 'client -> server bytes differ');
+        assert.equal(server.sentSha, client.recvSha, 'server -> client bytes differ');
+        srv.child.kill('SIGKILL');
+        return { c: countersDelta(m.dp.netnsCounters(cookieC)!, c0), d: countersDelta(m.dp.netnsCounters(cookieD)!, d0) };
+      };
+      const captured = await stream(false);
+      assert.equal(captured.c.socketsRegistered, 1n, 'the client socket is registered when its pod may capture its outbound');
+      assert.equal(captured.c.fallbackNeverPairs, 0n);
+      assert.equal(captured.d.fallbackNeverPairs, 0n);
+      const direct = await stream(true);
+      assert.equal(direct.c.fallbackNeverPairs, 1n, 'the client socket to a pod it cannot pair with was not left alone');
+      assert.equal(direct.c.socketsRegistered, 0n);
+      assert.equal(direct.d.fallbackNeverPairs, 1n, 'the accepted socket from a pod it cannot pair with was not left alone');
+      assert.equal(direct.d.socketsRegistered, 0n);
+      // In the pod itself, over loopback, the two ends still pair.
+      const before = m.dp.netnsCounters(cookieC)!;
+      const r = await m.runCase(c, 'peek', port++);
+      assert.equal(r.read, 'hello world');
+      const loop = countersDelta(m.dp.netnsCounters(cookieC)!, before);
+      assert.ok(loop.socketsPaired >= 1n && loop.redirectedMessages >= 1n, `loopback did not pair: ${JSON.stringify(loop, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+      assert.equal(loop.fallbackNeverPairs, 0n);
     } finally {
       await m.close();
     }

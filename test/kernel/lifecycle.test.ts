@@ -19,7 +19,7 @@ describe('datapath lifecycle', { skip: kernelSkip }, () => {
   });
 
   test('a second open adopts the pins: state and counters carry over, a live stream goes on', async () => {
-    mesh().dp.enable(mesh().cookieA, { excludePorts: [1234], crossPod: false, addressesKnown: true });
+    mesh().dp.enable(mesh().cookieA, { excludePorts: [1234], crossPod: false, addressesKnown: true, outboundDirect: true });
     const p = mesh().startCase(mesh().a, 'toggle', 9800);
     await p.waitFor((o) => o.event === 'phase' && o.n === 0);
     const before = mesh().dp.counters();
@@ -29,7 +29,7 @@ describe('datapath lifecycle', { skip: kernelSkip }, () => {
     const again = Datapath.open({ cgroupPath: cgroupDir, pinRoot });
     mesh().dp = again;
     assert.equal(again.adopted, true);
-    assert.deepEqual(again.enabledNetns().get(mesh().cookieA), { enabled: true, excludePorts: [1234], crossPod: false, addressesKnown: true });
+    assert.deepEqual(again.enabledNetns().get(mesh().cookieA), { enabled: true, excludePorts: [1234], crossPod: false, addressesKnown: true, outboundDirect: true, inboundDirect: false });
     p.child.kill('SIGUSR1');
     await p.waitFor((o) => o.event === 'phase' && o.n === 1);
     p.child.kill('SIGUSR1');

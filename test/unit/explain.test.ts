@@ -49,6 +49,15 @@ test('the pod ProxyConfig beats the namespace; text output names the rule', () =
   assert.match(r.stdout, /^shop\/reviews-v1-abc: accelerated\n  decided by: pod annotation proxy\.istio\.io\/config/);
 });
 
+test('a pod whose sidecar captures none of its outbound traffic: said, and in --json', () => {
+  const pod = file('p.yaml', POD(`    traffic.sidecar.istio.io/includeOutboundIPRanges: ""`));
+  const r = explain('--pod', pod, '--namespace', file('n.yaml', NS('true')));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /\n  its sidecar captures none of its outbound traffic: an application socket to or from no pod of this node is left alone\n/);
+  const j = explain('--pod', pod, '--namespace', file('n.yaml', NS('true')), '--json');
+  assert.deepEqual((JSON.parse(j.stdout) as { captures: unknown }).captures, { outbound: false, inbound: true });
+});
+
 test('a malformed annotation is a warning, not an error', () => {
   const r = explain('--pod', file('p.yaml', POD('    sidecar-accel.io/enabled: "si"')), '--namespace', file('n.yaml', NS('true')), '--json');
   assert.equal(r.status, 0, r.stderr);

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import { joinMesh } from '../../src/workloads/join.js';
-import { reconcileOnce, type KernelTarget } from '../../src/reconcile/reconciler.js';
+import { reconcileOnce, type EnableOptions, type KernelTarget } from '../../src/reconcile/reconciler.js';
 import type { NetnsPolicy } from '../../src/datapath/layout.js';
 import type { MeshWorkload } from '../../src/xds/workload-api.js';
 import type { XdsHealth, XdsState } from '../../src/workloads/xds.js';
@@ -49,7 +49,7 @@ test('xds serving: istiod\'s record decides tunnel, canonical labels and members
 });
 
 test('the reconciler: HBONE off, cross-pod per netns, a shared netns with an unknown workload stays in-pod', () => {
-  const writes: [bigint, { excludePorts: number[]; crossPod: boolean; addressesKnown: boolean }][] = [];
+  const writes: [bigint, EnableOptions][] = [];
   const map = new Map<bigint, NetnsPolicy>();
   const target: KernelTarget = {
     enable: (c, o) => { writes.push([c, o]); map.set(c, { enabled: true, ...o }); },
@@ -66,12 +66,12 @@ test('the reconciler: HBONE off, cross-pod per netns, a shared netns with an unk
     ['c', true, 'pod-annotation', false],
     ['d', true, 'pod-annotation', false],
   ]);
-  assert.deepEqual(writes, [[1n, { excludePorts: [], crossPod: true, addressesKnown: false }], [3n, { excludePorts: [], crossPod: false, addressesKnown: false }]]);
+  assert.deepEqual(writes, [[1n, { excludePorts: [], crossPod: true, addressesKnown: false, outboundDirect: false, inboundDirect: false }], [3n, { excludePorts: [], crossPod: false, addressesKnown: false, outboundDirect: false, inboundDirect: false }]]);
   // Level-triggered: istiod learns d; the shared netns is rewritten with the flag, nothing else.
   writes.length = 0;
   const again = joinMesh([pod('a'), pod('b'), pod('c'), pod('d')], xds('serving', [mesh('a'), mesh('b', { tunnel: 'HBONE' }), mesh('c'), mesh('d')]));
   reconcileOnce(target, { workloads: again, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
-  assert.deepEqual(writes, [[3n, { excludePorts: [], crossPod: true, addressesKnown: false }]]);
+  assert.deepEqual(writes, [[3n, { excludePorts: [], crossPod: true, addressesKnown: false, outboundDirect: false, inboundDirect: false }]]);
 });
 
 test('the reconciler publishes each pod address with its netns; one two netns claim, or a hostNetwork pod\'s, is left out', () => {
@@ -114,7 +114,7 @@ test('a netns is marked addresses-known only when every workload in it has addre
 });
 
 function fakeKernel(initial: [bigint, NetnsPolicy][] = []) {
-  const writes: [bigint, { excludePorts: number[]; crossPod: boolean; addressesKnown: boolean }][] = [];
+  const writes: [bigint, EnableOptions][] = [];
   const disabled: bigint[] = [];
   const map = new Map<bigint, NetnsPolicy>(initial);
   const target: KernelTarget = {
@@ -131,7 +131,7 @@ test('membership not known yet (agent restart, istiod not answered): the kernel\
   const workloads = joinMesh([pod('a'), pod('b'), pod('c')], xds('connecting', []));
   const r = reconcileOnce(k.target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
   assert.deepEqual(r.statuses.map((s) => [s.name, s.crossPod]), [['a', true], ['b', false], ['c', false]]);
-  assert.deepEqual(k.writes, [[3n, { excludePorts: [], crossPod: false, addressesKnown: false }]], 'only the new netns is written');
+  assert.deepEqual(k.writes, [[3n, { excludePorts: [], crossPod: false, addressesKnown: false, outboundDirect: false, inboundDirect: false }]], 'only the new netns is written');
 });
 
 test('an incomplete desired state (a source still listing) disables nothing it does not list', () => {
@@ -144,3 +144,25 @@ test('an incomplete desired state (a source still listing) disables nothing it d
   assert.deepEqual(k.disabled, [2n, 1n], 'once complete, what nothing asks for is disabled');
 });
 
+
+test('a netns is marked outbound (inbound) direct only when every workload in it says its sidecar captures none of it', () => {
+  const calls: string[] = [];
+  const target: KernelTarget = {
+    enable: (c, o) => { calls.push(`enable ${c} out ${o.outboundDirect} in ${o.inboundDirect}`); },
+    disable: () => true, enabledNetns: () => new Map(),
+  };
+  const annotated = (name: string, annotations: Record<string, string>): Workload => {
+    const w = pod(name);
+    return { ...w, annotations: { ...w.annotations, ...annotations } };
+  };
+  const workloads = [
+    annotated('a', { 'sidecar.istio.io/interceptionMode': 'NONE' }),
+    annotated('b', { 'traffic.sidecar.istio.io/includeOutboundIPRanges': '' }),
+    // Shares b's netns but captures its outbound: the netns is not direct.
+    annotated('c', {}),
+    annotated('d', { 'traffic.sidecar.istio.io/includeInboundPorts': ' ' }),
+  ];
+  const cookies: Record<string, bigint> = { a: 1n, b: 2n, c: 2n, d: 4n };
+  reconcileOnce(target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
+  assert.deepEqual(calls, ['enable 1 out true in true', 'enable 2 out false in false', 'enable 4 out false in true']);
+});

@@ -87,8 +87,10 @@ test('another generation\'s counters are placed by name: its order, its missing 
 test('netns policy round-trips and refuses bad ports', () => {
   for (const crossPod of [true, false]) {
     for (const addressesKnown of [true, false]) {
-      const p = { enabled: true, excludePorts: [80, 3306, 65535], crossPod, addressesKnown };
-      assert.deepEqual(decodeNetnsPolicy(encodeNetnsPolicy(p)), p);
+      for (const [outboundDirect, inboundDirect] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+        const p = { enabled: true, excludePorts: [80, 3306, 65535], crossPod, addressesKnown, outboundDirect, inboundDirect };
+        assert.deepEqual(decodeNetnsPolicy(encodeNetnsPolicy(p)), p);
+      }
     }
   }
   assert.throws(() => encodeNetnsPolicy({ enabled: true, excludePorts: [0], crossPod: true }), /bad port 0/);

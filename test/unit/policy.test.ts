@@ -1,7 +1,7 @@
 // The toggle precedence of docs/design.md 6, every level, as a table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decide, parseBool, type ObjectMeta, type Rule } from '../../src/policy/policy.js';
+import { captureOf, decide, parseBool, type ObjectMeta, type Rule } from '../../src/policy/policy.js';
 
 const SIDECAR = { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' };
 const pod = (annotations: Record<string, string> = {}, labels: Record<string, string> = {}): ObjectMeta =>
@@ -64,4 +64,26 @@ test("booleans are Go's ParseBool", () => {
   for (const t of ['1', 't', 'T', 'TRUE', 'true', 'True']) assert.equal(parseBool(t), true);
   for (const f of ['0', 'f', 'F', 'FALSE', 'false', 'False']) assert.equal(parseBool(f), false);
   for (const x of ['yes', 'on', 'tRUE', '', ' true']) assert.equal(parseBool(x), undefined);
+});
+
+test('capture: what Istio\'s annotations say its sidecar captures of the applications\' TCP; absent or anything else is captured', () => {
+  const out = 'traffic.sidecar.istio.io/includeOutboundIPRanges';
+  const outPorts = 'traffic.sidecar.istio.io/includeOutboundPorts';
+  const inPorts = 'traffic.sidecar.istio.io/includeInboundPorts';
+  const rows: [Record<string, string>, { outbound: boolean; inbound: boolean }][] = [
+    [{}, { outbound: true, inbound: true }],
+    [{ 'sidecar.istio.io/interceptionMode': 'NONE' }, { outbound: false, inbound: false }],
+    [{ 'sidecar.istio.io/interceptionMode': 'REDIRECT' }, { outbound: true, inbound: true }],
+    [{ [out]: '' }, { outbound: false, inbound: true }],
+    [{ [out]: ' ' }, { outbound: false, inbound: true }],
+    [{ [out]: '', [outPorts]: '5432' }, { outbound: true, inbound: true }],
+    [{ [out]: '10.0.0.0/8' }, { outbound: true, inbound: true }],
+    [{ [out]: '*' }, { outbound: true, inbound: true }],
+    [{ [inPorts]: '' }, { outbound: true, inbound: false }],
+    [{ [inPorts]: '8080' }, { outbound: true, inbound: true }],
+  ];
+  for (const [annotations, want] of rows) {
+    assert.deepEqual(captureOf(pod(annotations)), want, JSON.stringify(annotations));
+    assert.deepEqual(decide(pod(annotations), undefined, mesh('true')).captures, want);
+  }
 });
