@@ -10,7 +10,9 @@ import type { Pod } from '../../lab/topology/topology.js';
 import type { BenchPods } from './pods.js';
 import { attachedPrograms } from './verify.js';
 
-const SIDECAR_STATUS = `{sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}`;
+const SIDECAR_STATUS = `sidecar.istio.io/status: '{"containers":["istio-proxy"]}'`;
+/** What the plain client pod is: its traffic goes to its peer uncaptured (no capture rules in that pod). */
+const NO_OUTBOUND_CAPTURE = `traffic.sidecar.istio.io/includeOutboundIPRanges: ''`;
 
 export class AgentControl {
   private agent?: Agent;
@@ -33,12 +35,14 @@ export class AgentControl {
   /**
    * The agent config: every pod sidecar-injected and on through the mesh
    * config, except the plain server pod, which has no sidecar and stands in
-   * for a peer that cannot be paired (a pod on another node).
+   * for a peer that cannot be paired (a pod on another node). The plain
+   * client's annotations say what its pod's rules are: none capture its
+   * outbound traffic (as Istio's includeOutboundIPRanges: '' would have it).
    */
   private config(crossPod: boolean): string {
     const { mesh, http, plain } = this.pods;
-    const pod = (p: Pod, injected: boolean) =>
-      `  - {name: ${p.name}, namespace: bench, netns: ${p.netnsPath}, ips: [${p.ip4}, "${p.ip6}"]${injected ? `, annotations: ${SIDECAR_STATUS}` : ''}}`;
+    const pod = (p: Pod, annotations: string[]) =>
+      `  - {name: ${p.name}, namespace: bench, netns: ${p.netnsPath}, ips: [${p.ip4}, "${p.ip6}"]${annotations.length ? `, annotations: {${annotations.join(', ')}}` : ''}}`;
     return [
       `api: {listen: 127.0.0.1:${this.port}}`,
       // applications: always. The bench measures the datapath itself, also on a
@@ -47,8 +51,9 @@ export class AgentControl {
       `datapath: {cgroup: ${this.pods.topo.cgroupDir}, requireRootCgroup: false, pinDir: ${this.pinRoot}, crossPod: ${crossPod}, applications: always}`,
       'mesh: {defaultConfig: {proxyMetadata: {SIDECAR_ACCEL: "true"}}}',
       'workloads:',
-      ...[mesh.client, mesh.server, http.client, http.server, plain.client].map((p) => pod(p, true)),
-      pod(plain.server, false),
+      ...[mesh.client, mesh.server, http.client, http.server].map((p) => pod(p, [SIDECAR_STATUS])),
+      pod(plain.client, [SIDECAR_STATUS, NO_OUTBOUND_CAPTURE]),
+      pod(plain.server, []),
       '',
     ].join('\n');
   }

@@ -28,7 +28,7 @@ export const SCENARIO_SPECS: Record<ScenarioName, Scenario> = {
   'istio-iptables': { name: 'istio-iptables', agent: null, path: 'mesh', expect: 'none', about: 'app -> sidecar -> sidecar -> app, Istio REDIRECT rules, no programs' },
   'accel': { name: 'accel', agent: { crossPod: false }, path: 'mesh', expect: 'in-pod', about: 'istio-iptables with sidecar-accel on: app <-> sidecar hops redirected' },
   'accel-crosspod': { name: 'accel-crosspod', agent: { crossPod: true }, path: 'mesh', expect: 'all', about: 'accel plus cross-pod pairing: every hop redirected' },
-  'accel-unpaired': { name: 'accel-unpaired', agent: { crossPod: true }, path: 'plain', expect: 'unpaired', about: 'nomesh with the client pod enabled and a peer that cannot be paired' },
+  'accel-unpaired': { name: 'accel-unpaired', agent: { crossPod: true }, path: 'plain', expect: 'unpaired', about: 'nomesh with the client pod enabled (its annotations say nothing captures its outbound traffic) and a peer that cannot be paired' },
   'uds-floor': { name: 'uds-floor', agent: null, path: 'uds', expect: 'none', about: 'the same exchange over a unix domain socket in one pod' },
 };
 

@@ -79,12 +79,13 @@ export function judge(expect: Expectation, hops: HopTraffic | null, counters: Co
   if (expect === 'none') return { ok: true, share: null, detail: 'baseline' };
   const c = counters;
   if (expect === 'unpaired') {
-    // Nothing can pair: the programs must have seen the client's messages
-    // and passed every one of them to TCP.
-    const ok = !!c && c.fallbackNoPeer + c.tcpMessages > 0n && c.redirectedMessages === 0n && c.socketsPaired === 0n;
+    // Nothing can pair: the programs must have seen the client's sockets and
+    // left each alone (never registered), or passed every message to TCP.
+    const seen = c ? c.fallbackNeverPairs + c.fallbackNoPeer + c.tcpMessages : 0n;
+    const ok = !!c && seen > 0n && c.redirectedMessages === 0n && c.socketsPaired === 0n;
     return {
       ok, share: null,
-      detail: c ? `programs passed ${c.fallbackNoPeer + c.tcpMessages} messages to TCP, redirected ${c.redirectedMessages}, paired ${c.socketsPaired}` : 'no counters',
+      detail: c ? `programs left ${c.fallbackNeverPairs} sockets alone, passed ${c.fallbackNoPeer + c.tcpMessages} messages to TCP, redirected ${c.redirectedMessages}, paired ${c.socketsPaired}` : 'no counters',
     };
   }
   if (!c || !hops) return { ok: false, share: null, detail: 'no counters' };

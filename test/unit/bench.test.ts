@@ -60,6 +60,7 @@ test('an accel round counts only if the programs redirected at least 95% of the 
 
 test('an unpaired round counts only if the programs ran and paired nothing', () => {
   assert.equal(judge('unpaired', null, { ...zero(), fallbackNoPeer: 5n, tcpMessages: 900n }).ok, true);
+  assert.equal(judge('unpaired', null, { ...zero(), fallbackNeverPairs: 5n }).ok, true, 'sockets left alone are seen');
   assert.equal(judge('unpaired', null, { ...zero(), fallbackNoPeer: 5n, redirectedMessages: 1n, socketsPaired: 1n }).ok, false);
   assert.equal(judge('unpaired', null, zero()).ok, false, 'the programs must have seen the traffic');
   assert.equal(judge('unpaired', null, null).ok, false);
