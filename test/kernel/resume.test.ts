@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { useMesh } from './mesh.js';
 import { kernelSkip, scaled, slowdown } from './gate.js';
+import { countersDelta } from '../../src/datapath/layout.js';
 
 describe('a direction back from TCP to redirect', { skip: kernelSkip }, () => {
   let port = 9700;
@@ -17,10 +18,15 @@ describe('a direction back from TCP to redirect', { skip: kernelSkip }, () => {
     const before = mesh().dp.netnsCounters(mesh().cookieA)!;
     const r = await mesh().runCase(mesh().a, 'resume-peek', port++) as { rounds: unknown[]; burstsIntact: boolean };
     const after = mesh().dp.netnsCounters(mesh().cookieA)!;
+    const d = countersDelta(after, before);
+    const why = Object.entries(d).filter(([, v]) => v !== 0n).map(([k, v]) => `${k} ${v}`).join(', ');
     assert.equal(r.burstsIntact, true);
     // What the reader saw is compared with plain TCP in semantics.test.ts ("resume-peek").
-    assert.equal(after.fallbackBackpressure - before.fallbackBackpressure, 3n, 'each burst overflowed the bound once');
-    assert.equal(after.directionsResumed - before.directionsResumed, 3n, 'each message after a burst went redirected again');
+    assert.equal(d.fallbackBackpressure, 3n, `each burst overflowed the bound once; counters: ${why}`);
+    // A return is allowed, not promised: a refusal at that instant keeps the
+    // message on TCP, correctly. Seen once on 7.2 under emulation (2 of 3, the
+    // rerun 3 of 3); the switch must still be exercised in most rounds.
+    assert.ok(d.directionsResumed >= 2n && d.directionsResumed <= 3n, `messages after a burst that went redirected again: ${d.directionsResumed} of 3; counters: ${why}`);
   });
 
   test('a reader waiting in MSG_WAITALL inside TCP\'s recvmsg gets the next message at once, over TCP', async () => {
