@@ -22,15 +22,8 @@ export interface KernelTarget {
   setPodAddresses?(want: ReadonlyMap<string, bigint>, opts: { prune: boolean }): void;
 }
 
-/** What one netns is enabled with (the fields of its struct accel_netns_policy). */
-export interface EnableOptions {
-  excludePorts: number[];
-  crossPod: boolean;
-  addressesKnown: boolean;
-  /** Its sidecar captures none of its applications' outbound (inbound) TCP: judged by their other end. */
-  outboundDirect: boolean;
-  inboundDirect: boolean;
-}
+/** What one netns is enabled with: every field of its policy, each stated. */
+export type EnableOptions = Required<Omit<NetnsPolicy, 'enabled'>>;
 
 export type WorkloadState = 'enabled' | 'disabled' | 'error';
 

@@ -3,7 +3,7 @@
 // conflict), and nothing is lost.
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { Mesh, APP_PORT, type PeerProcess } from './mesh.js';
+import { Mesh, APP_PORT, movedCounters, type PeerProcess } from './mesh.js';
 import { kernelSkip, scaled, assertKernelAccess } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
 import { Datapath } from '../../src/datapath/datapath.js';
@@ -38,7 +38,7 @@ function fill(m: Mesh, map: 'sock_hash' | 'pod_addrs') {
 }
 
 function moved(now: Counters, before: Counters): string {
-  return Object.entries(countersDelta(now, before)).filter(([, v]) => v !== 0n).map(([k, v]) => `${k}=${v}`).join(' ');
+  return movedCounters(countersDelta(now, before));
 }
 
 describe('capacity', { skip: kernelSkip }, () => {

@@ -3,7 +3,7 @@
 //   app(a) -> VIP:80 -> 15001 sidecar(a) -> pod b:8080 -> 15006 sidecar(b) -> app(b) from 127.0.0.6
 import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { Mesh, APP_PORT } from './mesh.js';
+import { Mesh, APP_PORT, movedCounters } from './mesh.js';
 import { ssSockets, tcpOutSegs, addr, type SsSocket } from '../../lab/measure/kernel.js';
 import { kernelSkip, assertKernelAccess } from './gate.js';
 import { countersDelta, type Counters } from '../../src/datapath/layout.js';
@@ -79,7 +79,7 @@ async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: num
 
 /** Every byte of the hop's both ends redirected; the counters say why when not. */
 function assertRedirected(h: Hop, delta: Counters): void {
-  const why = Object.entries(delta).filter(([, v]) => v !== 0n).map(([k, v]) => `${k} ${v}`).join(', ');
+  const why = movedCounters(delta);
   for (const [end, s] of [['client', h.client], ['server', h.server]] as const) {
     assert.equal(s.dataSegsOut, 0, `${h.name}: ${end} ${s.local} sent ${s.dataSegsOut} TCP data segments (${s.bytesSent} bytes); counters: ${why}`);
   }
@@ -257,7 +257,7 @@ describe('an application\'s socket where its sidecar captures none of that direc
       const r = await m.runCase(c, 'peek', port++);
       assert.equal(r.read, 'hello world');
       const loop = countersDelta(m.dp.netnsCounters(cookieC)!, before);
-      assert.ok(loop.socketsPaired >= 1n && loop.redirectedMessages >= 1n, `loopback did not pair: ${JSON.stringify(loop, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+      assert.ok(loop.socketsPaired >= 1n && loop.redirectedMessages >= 1n, `loopback did not pair: ${movedCounters(loop)}`);
       assert.equal(loop.fallbackNeverPairs, 0n);
     } finally {
       await m.close();

@@ -2,7 +2,7 @@
 // writes of 1 B .. 4 MiB at random boundaries, both directions at once.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useMesh, APP_PORT, type Mesh } from './mesh.js';
+import { useMesh, APP_PORT, movedCounters, type Mesh } from './mesh.js';
 import type { Pod } from '../../lab/topology/topology.js';
 import { kernelSkip, scaled } from './gate.js';
 import { assertStreamsIntact, reports } from './streams.js';
@@ -21,8 +21,7 @@ async function diagnostics(m: Mesh, before: Counters): Promise<string> {
 
 /** The datapath's counters that moved since `before`. */
 function countersSince(now: Counters, before: Counters): string {
-  const moved = Object.entries(countersDelta(now, before)).filter(([, v]) => v !== 0n).map(([k, v]) => `${k}=${v}`);
-  return `datapath counters since the start: ${moved.join(' ') || 'none moved'}`;
+  return `datapath counters since the start: ${movedCounters(countersDelta(now, before))}`;
 }
 
 /**

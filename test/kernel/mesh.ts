@@ -32,6 +32,11 @@ export interface MeshOptions {
   capacity?: MapCapacity;
 }
 
+/** The counters that moved in `delta` ("name=n ..."), for a failure's message or a log line. */
+export function movedCounters(delta: Counters): string {
+  return Object.entries(delta).filter(([, v]) => v !== 0n).map(([k, v]) => `${k}=${v}`).join(' ') || 'none moved';
+}
+
 export class Mesh {
   private readonly procs: ChildProcess[] = [];
 

@@ -5,7 +5,7 @@
 // SO_RCVBUF), so the rest of it goes on TCP, then lets the reader catch up.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useMesh } from './mesh.js';
+import { movedCounters, useMesh } from './mesh.js';
 import { kernelSkip, scaled, slowdown } from './gate.js';
 import { countersDelta } from '../../src/datapath/layout.js';
 
@@ -19,7 +19,7 @@ describe('a direction back from TCP to redirect', { skip: kernelSkip }, () => {
     const r = await mesh().runCase(mesh().a, 'resume-peek', port++) as { rounds: unknown[]; burstsIntact: boolean };
     const after = mesh().dp.netnsCounters(mesh().cookieA)!;
     const d = countersDelta(after, before);
-    const why = Object.entries(d).filter(([, v]) => v !== 0n).map(([k, v]) => `${k} ${v}`).join(', ');
+    const why = movedCounters(d);
     assert.equal(r.burstsIntact, true);
     // What the reader saw is compared with plain TCP in semantics.test.ts ("resume-peek").
     assert.equal(d.fallbackBackpressure, 3n, `each burst overflowed the bound once; counters: ${why}`);
