@@ -1,11 +1,11 @@
 // Every hop of the sidecar path is paired and redirected, proven by the
 // kernel's own socket counters (ss) and the pods' segment counters (snmp):
 //   app(a) -> VIP:80 -> 15001 sidecar(a) -> pod b:8080 -> 15006 sidecar(b) -> app(b) from 127.0.0.6
-import { describe, test, before } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Mesh, APP_PORT, movedCounters } from './mesh.js';
+import { Mesh, APP_PORT, movedCounters, useMesh, type PeerProcess } from './mesh.js';
 import { ssSockets, tcpOutSegs, addr, type SsSocket } from '../../lab/measure/kernel.js';
-import { kernelSkip, assertKernelAccess } from './gate.js';
+import { kernelSkip } from './gate.js';
 import { countersDelta, type Counters } from '../../src/datapath/layout.js';
 import { SERVICE_VIP4, SERVICE_VIP6 } from '../../lab/topology/topology.js';
 import { netnsCookieOfPath } from '../../src/datapath/netns.js';
@@ -50,31 +50,38 @@ async function hops(m: Mesh, family: 4 | 6): Promise<Hop[]> {
 
 async function runHeld(m: Mesh, family: 4 | 6): Promise<{ hops: Hop[]; segs: number; msgs: bigint; delta: Counters }> {
   const srv = m.startPeer(m.b, ['server', '--listen', family === 4 ? `0.0.0.0:${APP_PORT}` : `[::]:${APP_PORT}`, '--bytes', String(BYTES), '--end-after-peer', '1', '--expect', String(BYTES)]);
-  await srv.ready();
-  // The redirect bound is what TCP allows a receiver (tcp_rmem's maximum):
-  // 32 MiB in both pods, so the 20 MB each way never reaches it even with a
-  // slow (emulated) reader, and every hop stays redirected. (Debian's default
-  // is 6 MiB: past it the direction goes to TCP, by design, docs/design.md 5.3.)
-  for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_rmem=4096 131072 33554432']);
-  await m.learnListener(m.a, m.vip(family));
-  const segsBefore = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b));
-  const countersBefore = m.counters();
-  const before = countersBefore.redirectedMessages;
-  const cli = m.startPeer(m.a, ['client', '--connect', m.vip(family), '--bytes', String(BYTES), '--hold', '1', '--expect', String(BYTES)]);
-  // Every byte has crossed every hop both ways: what ss shows is final.
-  await cli.waitFor((o) => o.event === 'holding', 'holding');
-  await srv.waitFor((o) => o.event === 'received', 'server received all');
-  const found = await hops(m, family);
-  const segs = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b)) - segsBefore;
-  const msgs = m.counters().redirectedMessages - before;
-  cli.child.kill('SIGUSR1');
-  const lines = await cli.finished();
-  const client = lines.find((o) => o.role === 'client')!;
-  const server = await srv.waitFor((o) => o.role === 'server' && o.peerId === client.id, 'server report');
-  assert.equal(client.sentSha, server.recvSha, 'client -> server bytes differ');
-  assert.equal(server.sentSha, client.recvSha, 'server -> client bytes differ');
-  assert.equal(client.recvBytes, BYTES);
-  return { hops: found, segs, msgs, delta: countersDelta(m.counters(), countersBefore) };
+  let cli: PeerProcess | undefined;
+  try {
+    await srv.ready();
+    // The redirect bound is what TCP allows a receiver (tcp_rmem's maximum):
+    // 32 MiB in both pods, so the 20 MB each way never reaches it even with a
+    // slow (emulated) reader, and every hop stays redirected. (Debian's default
+    // is 6 MiB: past it the direction goes to TCP, by design, docs/design.md 5.3.)
+    for (const pod of [m.a, m.b]) await pod.exec('sysctl', ['-qw', 'net.ipv4.tcp_rmem=4096 131072 33554432']);
+    await m.learnListener(m.a, m.vip(family));
+    const segsBefore = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b));
+    const countersBefore = m.counters();
+    const before = countersBefore.redirectedMessages;
+    cli = m.startPeer(m.a, ['client', '--connect', m.vip(family), '--bytes', String(BYTES), '--hold', '1', '--expect', String(BYTES)]);
+    // Every byte has crossed every hop both ways: what ss shows is final.
+    await cli.waitFor((o) => o.event === 'holding', 'holding');
+    await srv.waitFor((o) => o.event === 'received', 'server received all');
+    const found = await hops(m, family);
+    const segs = (await tcpOutSegs(m.a)) + (await tcpOutSegs(m.b)) - segsBefore;
+    const msgs = m.counters().redirectedMessages - before;
+    cli.child.kill('SIGUSR1');
+    const lines = await cli.finished();
+    const client = lines.find((o) => o.role === 'client')!;
+    const server = await srv.waitFor((o) => o.role === 'server' && o.peerId === client.id, 'server report');
+    assert.equal(client.sentSha, server.recvSha, 'client -> server bytes differ');
+    assert.equal(server.sentSha, client.recvSha, 'server -> client bytes differ');
+    assert.equal(client.recvBytes, BYTES);
+    return { hops: found, segs, msgs, delta: countersDelta(m.counters(), countersBefore) };
+  } finally {
+    // The next case on these pods listens on the same port, and finds its hops among every socket there.
+    await cli?.stop();
+    await srv.stop();
+  }
 }
 
 /** Every byte of the hop's both ends redirected; the counters say why when not. */
@@ -90,13 +97,17 @@ function assertOverTcp(h: Hop): void {
     `${h.name}: expected TCP to carry the bytes, saw ${h.client.bytesSent} / ${h.server.bytesSent}`);
 }
 
-describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
-  before(assertKernelAccess);
+// One pair of pods for every case: each sets the node's cross-pod flag and
+// which pods are enabled, with what, before its stream (pod b not enabled
+// stands in for a pod on another node). A pod pair costs a dozen seconds
+// under an emulated kernel; the cases differ only in this policy.
+describe('which sockets of the sidecar path pair', { skip: kernelSkip }, () => {
+  const mesh = useMesh({ label: 'hops', enable: false });
+  const policy = (...args: Parameters<Mesh['setPolicy']>): Mesh => mesh().setPolicy(...args);
 
-  test('in-pod hops are redirected, the cross-pod hop stays on TCP without the flag', async () => {
-    const m = await Mesh.create({ label: 'hops' });
-    try {
-      const r = await runHeld(m, 4);
+  describe('every hop of the sidecar path', () => {
+    test('in-pod hops are redirected, the cross-pod hop stays on TCP without the flag', async () => {
+      const r = await runHeld(policy(false, {}, {}), 4);
       assertRedirected(r.hops[0]!, r.delta);
       assertOverTcp(r.hops[1]!);
       assertRedirected(r.hops[2]!, r.delta);
@@ -104,50 +115,31 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
       // Both ends of the cross-pod hop left the sockhash after their first
       // ACK: the rest of that connection ran on plain TCP, intact.
       assert.equal(r.delta.socketsReleased, 2n);
-    } finally {
-      await m.close();
-    }
-  });
+    });
 
-  test('a socket whose peer cannot pair goes back to plain TCP; its stream stays intact', async () => {
-    // Pod b is not enabled: it stands in for a pod on another node.
-    const m = await Mesh.create({ label: 'release', crossPod: true, enable: false });
-    try {
-      m.dp.enable(m.cookieA);
-      const r = await runHeld(m, 4);
+    test('a socket whose peer cannot pair goes back to plain TCP; its stream stays intact', async () => {
+      const r = await runHeld(policy(true, {}, 'off'), 4);
       assertRedirected(r.hops[0]!, r.delta);
       assertOverTcp(r.hops[1]!);
       assertOverTcp(r.hops[2]!);
       const c = r.delta;
       assert.equal(c.socketsReleased, 1n, 'sidecar a\'s upstream socket, and only it, was released');
       assert.ok(c.socketsPaired >= 2n, 'the in-pod hop stayed paired');
-    } finally {
-      await m.close();
-    }
-  });
+    });
 
-  test('cross-pod pairing on, but one pod not a known mesh workload: that hop stays on TCP, in-pod hops pair', async () => {
-    const m = await Mesh.create({ label: 'xknown', crossPod: true, enable: false });
-    try {
-      m.dp.enable(m.cookieA, { crossPod: true });
-      m.dp.enable(m.cookieB, { crossPod: false });
-      const r = await runHeld(m, 4);
+    test('cross-pod pairing on, but one pod not a known mesh workload: that hop stays on TCP, in-pod hops pair', async () => {
+      const r = await runHeld(policy(true, { crossPod: true }, { crossPod: false }), 4);
       assertRedirected(r.hops[0]!, r.delta);
       assertOverTcp(r.hops[1]!);
       assertRedirected(r.hops[2]!, r.delta);
       const c = r.delta;
       assert.ok(c.fallbackCrossPod > 0n, 'the cross-pod hop was refused');
       assert.equal(c.socketsReleased, 2n, 'both ends of the refused hop went back to TCP');
-    } finally {
-      await m.close();
-    }
-  });
+    });
 
-  for (const family of [4, 6] as const) {
-    test(`with cross-pod pairing every hop is redirected (IPv${family})`, async () => {
-      const m = await Mesh.create({ label: `hopx${family}`, crossPod: true });
-      try {
-        const r = await runHeld(m, family);
+    for (const family of [4, 6] as const) {
+      test(`with cross-pod pairing every hop is redirected (IPv${family})`, async () => {
+        const r = await runHeld(policy(true, {}, {}), family);
         for (const h of r.hops) assertRedirected(h, r.delta);
         assert.equal(r.delta.socketsReleased, 0n, 'a paired socket is never released');
         // Only handshakes and FINs remain on the wire: a few segments per socket
@@ -155,72 +147,48 @@ describe('every hop of the sidecar path', { skip: kernelSkip }, () => {
         assert.ok(r.msgs > 1000n, `redirected messages ${r.msgs}`);
         assert.ok(BigInt(r.segs) * 20n < r.msgs, `TcpOutSegs grew ${r.segs} for ${r.msgs} redirected messages`);
         console.log(`IPv${family}: ${r.msgs} messages redirected, TcpOutSegs +${r.segs} in both pods`);
-      } finally {
-        await m.close();
-      }
-    });
-  }
+      });
+    }
 
-  // The agent knows every pod's addresses (ACCEL_NETNS_ADDRS_KNOWN): a sidecar
-  // socket whose other end is no pod of this node is never registered at all,
-  // where above it was registered and released at its first ACK.
-  for (const family of [4, 6] as const) {
-    test(`pods' addresses known, cross-pod off: the sidecars' sockets between the pods are never registered, in-pod hops pair (IPv${family})`, async () => {
-      const m = await Mesh.create({ label: `never${family}`, enable: false });
-      try {
-        m.dp.enable(m.cookieA, { crossPod: true, addressesKnown: true });
-        m.dp.enable(m.cookieB, { crossPod: true, addressesKnown: true });
-        const r = await runHeld(m, family);
+    // The agent knows every pod's addresses (ACCEL_NETNS_ADDRS_KNOWN): a sidecar
+    // socket whose other end is no pod of this node is never registered at all,
+    // where above it was registered and released at its first ACK.
+    const known = { crossPod: true, addressesKnown: true };
+    for (const family of [4, 6] as const) {
+      test(`pods' addresses known, cross-pod off: the sidecars' sockets between the pods are never registered, in-pod hops pair (IPv${family})`, async () => {
+        const r = await runHeld(policy(false, known, known), family);
         assertRedirected(r.hops[0]!, r.delta);
         assertOverTcp(r.hops[1]!);
         assertRedirected(r.hops[2]!, r.delta);
         assert.equal(r.delta.fallbackNeverPairs, 2n, 'sidecar a\'s upstream and sidecar b\'s inbound socket were left alone');
         assert.equal(r.delta.socketsReleased, 0n, 'a socket that was left alone never entered the sockhash');
         assert.equal(r.delta.fallbackCrossPod, 0n);
-      } finally {
-        await m.close();
-      }
-    });
-  }
+      });
+    }
 
-  test('pods\' addresses known, the peer pod not enabled (another node): sidecar a\'s upstream is never registered', async () => {
-    const m = await Mesh.create({ label: 'neverx', crossPod: true, enable: false });
-    try {
-      m.dp.enable(m.cookieA, { crossPod: true, addressesKnown: true });
-      const r = await runHeld(m, 4);
+    test('pods\' addresses known, the peer pod not enabled (another node): sidecar a\'s upstream is never registered', async () => {
+      const r = await runHeld(policy(true, known, 'off'), 4);
       assertRedirected(r.hops[0]!, r.delta);
       assertOverTcp(r.hops[1]!);
       assert.equal(r.delta.fallbackNeverPairs, 1n);
       assert.equal(r.delta.socketsReleased, 0n);
-    } finally {
-      await m.close();
-    }
-  });
+    });
 
-  test('pods\' addresses known, cross-pod on: every hop still pairs, nothing is left alone', async () => {
-    const m = await Mesh.create({ label: 'neverok', crossPod: true, enable: false });
-    try {
-      m.dp.enable(m.cookieA, { crossPod: true, addressesKnown: true });
-      m.dp.enable(m.cookieB, { crossPod: true, addressesKnown: true });
-      const r = await runHeld(m, 4);
+    test('pods\' addresses known, cross-pod on: every hop still pairs, nothing is left alone', async () => {
+      const r = await runHeld(policy(true, known, known), 4);
       for (const h of r.hops) assertRedirected(h, r.delta);
       assert.equal(r.delta.fallbackNeverPairs, 0n);
-    } finally {
-      await m.close();
-    }
+    });
   });
-});
 
-// A pod whose sidecar captures none of its applications' outbound (inbound)
-// TCP: an application's socket then names its true other end, and one to no
-// pod of this node is left alone as a sidecar's is. Pods c and d have no
-// capture rules at all, as such a pod's traffic has none.
-describe('an application\'s socket where its sidecar captures none of that direction', { skip: kernelSkip }, () => {
-  before(assertKernelAccess);
-
-  test('outbound (inbound) direct: a socket to (from) no pod of this node is never registered; one over loopback still pairs', async () => {
-    const m = await Mesh.create({ label: 'direct', enable: false });
-    try {
+  // A pod whose sidecar captures none of its applications' outbound (inbound)
+  // TCP: an application's socket then names its true other end, and one to no
+  // pod of this node is left alone as a sidecar's is. Pods c and d have no
+  // capture rules at all, as such a pod's traffic has none.
+  describe('an application\'s socket where its sidecar captures none of that direction', () => {
+    test('outbound (inbound) direct: a socket to (from) no pod of this node is never registered; one over loopback still pairs', async () => {
+      // Last, as it adds two pods to the pair.
+      const m = policy(false, 'off', 'off');
       const c = await m.topo.addPod('c');
       const d = await m.topo.addPod('d');
       const cookieC = netnsCookieOfPath(c.netnsPath);
@@ -240,7 +208,7 @@ describe('an application\'s socket where its sidecar captures none of that direc
         const server = await srv.waitFor((o) => o.role === 'server' && o.peerId === client.id, 'server report');
         assert.equal(client.sentSha, server.recvSha, 'client -> server bytes differ');
         assert.equal(server.sentSha, client.recvSha, 'server -> client bytes differ');
-        srv.child.kill('SIGKILL');
+        await srv.stop();
         return { c: countersDelta(m.dp.netnsCounters(cookieC)!, c0), d: countersDelta(m.dp.netnsCounters(cookieD)!, d0) };
       };
       const captured = await stream(false);
@@ -259,8 +227,6 @@ describe('an application\'s socket where its sidecar captures none of that direc
       const loop = countersDelta(m.dp.netnsCounters(cookieC)!, before);
       assert.ok(loop.socketsPaired >= 1n && loop.redirectedMessages >= 1n, `loopback did not pair: ${movedCounters(loop)}`);
       assert.equal(loop.fallbackNeverPairs, 0n);
-    } finally {
-      await m.close();
-    }
+    });
   });
 });

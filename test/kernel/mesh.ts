@@ -17,6 +17,7 @@ import type { Topology, Pod } from '../../lab/topology/topology.js';
 import { createSidecarPair, serviceAddress, APP_PORT } from '../../lab/topology/pair.js';
 
 export { APP_PORT };
+type EnableOptions = Parameters<Datapath['enable']>[1];
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const peerScript = path.join(here, '../peers/stream-peer.js');
 export const caseScript = path.resolve(here, '../../../test/peers/sockcases.py');
@@ -70,6 +71,20 @@ export class Mesh {
       await topo.destroy();
       throw e;
     }
+  }
+
+  /**
+   * One case's policy on a pair shared by several: the node's cross-pod flag,
+   * and each pod enabled with these options or 'off' (disabled, its counters
+   * cleared).
+   */
+  setPolicy(crossPod: boolean, a: EnableOptions | 'off', b: EnableOptions | 'off'): this {
+    for (const [cookie, opts] of [[this.cookieA, a], [this.cookieB, b]] as const) {
+      this.dp.disable(cookie);
+      if (opts !== 'off') this.dp.enable(cookie, opts);
+    }
+    this.dp.setConfig({ crossPod, keepaliveIdleSeconds: 0 });
+    return this;
   }
 
   enableAll(): void {
@@ -146,6 +161,12 @@ export class PeerProcess extends LineProcess {
   async waitFor(pred: (o: Record<string, unknown>) => boolean, what = 'line'): Promise<Record<string, unknown>> {
     const parse = (l: string) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return { raw: l }; } };
     return parse(await this.waitForLine((l) => pred(parse(l)), what));
+  }
+
+  /** Kills it and resolves once it is gone (its ports free for the next case on the same pods). */
+  async stop(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await this.exited;
   }
 
   ready(): Promise<Record<string, unknown>> {
