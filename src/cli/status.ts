@@ -19,7 +19,7 @@ export interface GenerationStatus {
   sidecarOnly: boolean | null;
   keepaliveIdleSeconds: number | null;
   /** Policies are null when their layout in this generation differs from this build's. */
-  enabledNetns: { netnsCookie: string; excludePorts: number[] | null; crossPod: boolean | null; counters: Counters | null }[];
+  enabledNetns: NetnsStatus[];
   /** Null when countersUnreadable says why. */
   counters: Counters | null;
   /** Where this generation's values differ from this build's codecs (an older or newer build). */
@@ -27,6 +27,19 @@ export interface GenerationStatus {
   countersUnreadable: string | null;
   /** This build's counters the generation does not have (shown as 0). */
   countersMissing: string[];
+}
+
+/** One enabled netns; its policy fields are null when this build cannot read the generation's layout. */
+export interface NetnsStatus {
+  netnsCookie: string;
+  excludePorts: number[] | null;
+  crossPod: boolean | null;
+  /** The agent published the pod's addresses: a sidecar's socket to no pod of this node is never registered. */
+  addressesKnown: boolean | null;
+  /** Its sidecar captures none of the applications' outbound (inbound) TCP: their sockets are judged by their other end. */
+  outboundDirect: boolean | null;
+  inboundDirect: boolean | null;
+  counters: Counters | null;
 }
 
 /** The value, or null when this build cannot read that generation's layout of it. */
@@ -52,7 +65,11 @@ export function datapathStatus(pinRoot: string, cgroupPath: string): GenerationS
         sockets: dp.socketCount(), crossPod: cfg?.crossPod ?? null, sidecarOnly: cfg?.sidecarOnly ?? null, keepaliveIdleSeconds: cfg?.keepaliveIdleSeconds ?? null,
         enabledNetns: dp.enabledNetnsCookies().map((cookie) => {
           const p = policies?.get(cookie);
-          return { netnsCookie: cookie.toString(), excludePorts: p?.excludePorts ?? null, crossPod: p?.crossPod ?? null, counters: orUnreadable(() => dp.netnsCounters(cookie)) };
+          return {
+            netnsCookie: cookie.toString(), excludePorts: p?.excludePorts ?? null, crossPod: p?.crossPod ?? null,
+            addressesKnown: p ? p.addressesKnown ?? false : null, outboundDirect: p ? p.outboundDirect ?? false : null, inboundDirect: p ? p.inboundDirect ?? false : null,
+            counters: orUnreadable(() => dp.netnsCounters(cookie)),
+          };
         }),
         counters: orUnreadable(() => dp.counters()),
         layoutProblems: layout.problems, countersUnreadable: layout.countersUnreadable, countersMissing: layout.countersMissing,
@@ -70,7 +87,7 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
     out.push(`generation ${g.generation} (${g.pinDir}): ${g.attached ? 'attached' : 'retired, draining'}; sockops ${g.sockopsLinked ? 'linked' : 'not linked'}, sk_msg ${g.skMsgAttached ? 'attached' : 'not attached'}, ingress gate ${g.ingressLinked ? 'linked' : 'NOT linked'}; ${g.sockets} sockets registered`);
     if (g.layoutProblems.length) out.push(`  built with other map layouts than this build: its settings and policies cannot be read here (${g.layoutProblems.join('; ')})`);
     if (g.crossPod !== null) out.push(`  cross-pod pairing ${g.crossPod ? 'on' : 'off'}; keepalive ${g.keepaliveIdleSeconds ? `${g.keepaliveIdleSeconds} s` : 'off'}; ${g.sidecarOnly ? 'sidecar-only mode (this kernel cannot serve application sockets transparently; see the agent log)' : 'applications\' sockets paired when event-driven'}`);
-    out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map((n) => n.netnsCookie + (n.crossPod === false ? ' (in-pod only)' : '') + (n.excludePorts?.length ? ` (excluding ${n.excludePorts.join(',')})` : '')).join(', ') : 'none'}`);
+    out.push(`  enabled network namespaces: ${g.enabledNetns.length ? g.enabledNetns.map(netnsText).join(', ') : 'none'}`);
     const c = g.counters;
     if (!c) {
       out.push(`  counters cannot be read by this build: ${g.countersUnreadable ?? 'unknown layout'}`);
@@ -81,6 +98,18 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
     out.push(`  left alone for their readers: blocking ${c.fallbackBlocking}, listener not yet seen event-driven ${c.fallbackUnknownReader}, turned blocking ${c.fallbackTurnedBlocking}, sidecar-only kernel ${c.fallbackSidecarOnly}`);
   }
   return out.join('\n') + '\n';
+}
+
+/** "cookie (what sets it apart)": only what differs from an enabled netns with nothing known about it. */
+function netnsText(n: NetnsStatus): string {
+  const notes = [
+    n.crossPod === false ? 'in-pod only' : '',
+    n.excludePorts?.length ? `excluding ${n.excludePorts.join(',')}` : '',
+    n.addressesKnown ? 'addresses known' : '',
+    n.outboundDirect ? 'outbound not captured' : '',
+    n.inboundDirect ? 'inbound not captured' : '',
+  ].filter(Boolean);
+  return n.netnsCookie + (notes.length ? ` (${notes.join('; ')})` : '');
 }
 
 /** Detaches and unpins every generation; paired connections keep working until they close. */

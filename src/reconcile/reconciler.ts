@@ -40,6 +40,11 @@ export interface WorkloadStatus {
   excludePorts: number[];
   /** Eligible for cross-pod pairing (used when datapath.crossPod is on): a mesh workload known on this node. */
   crossPod: boolean;
+  /** Its netns was enabled with its pod's addresses published (a sidecar's socket to no pod of this node is never registered). */
+  addressesKnown: boolean;
+  /** Its sidecar captures none of its applications' outbound (inbound) TCP: their sockets are judged by their other end. */
+  outboundDirect: boolean;
+  inboundDirect: boolean;
   canonicalService: string;
   canonicalRevision: string;
   warnings: string[];
@@ -124,6 +129,7 @@ export function reconcileOnce(
     const st: WorkloadStatus = {
       source: w.source, name: w.name, namespace: w.namespace, uid: w.uid, enabled: false, state: 'disabled', rule: d.rule,
       netns: netnsRefText(w.netns), netnsCookie: null, excludePorts: d.excludePorts, crossPod: false,
+      addressesKnown: false, outboundDirect: false, inboundDirect: false,
       canonicalService: w.canonicalService ?? '', canonicalRevision: w.canonicalRevision ?? '', warnings: d.warnings,
     };
     statuses.push(st);
@@ -185,7 +191,7 @@ export function reconcileOnce(
     const opts: EnableOptions = { excludePorts: e.ports, crossPod, addressesKnown, outboundDirect: e.outboundDirect, inboundDirect: e.inboundDirect };
     try {
       if (!samePolicy(actual.get(cookie), opts)) target.enable(cookie, opts);
-      for (const o of e.owners) { o.enabled = true; o.state = 'enabled'; o.crossPod = crossPod; }
+      for (const o of e.owners) Object.assign(o, { enabled: true, state: 'enabled', crossPod, addressesKnown, outboundDirect: e.outboundDirect, inboundDirect: e.inboundDirect });
     } catch (err) {
       errors++;
       for (const o of e.owners) { o.state = 'error'; o.error = `enabling: ${(err as Error).message}`; }

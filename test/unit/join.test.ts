@@ -163,6 +163,9 @@ test('a netns is marked outbound (inbound) direct only when every workload in it
     annotated('d', { 'traffic.sidecar.istio.io/includeInboundPorts': ' ' }),
   ];
   const cookies: Record<string, bigint> = { a: 1n, b: 2n, c: 2n, d: 4n };
-  reconcileOnce(target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
+  const r = reconcileOnce(target, { workloads, namespaces: new Map(), meshFor: () => undefined }, pino({ level: 'silent' }), new Map(), (w) => cookies[w.name]!);
   assert.deepEqual(calls, ['enable 1 out true in true', 'enable 2 out false in false', 'enable 4 out false in true']);
+  // Each workload's status (the API's /v1/workloads) says what its netns was enabled with.
+  assert.deepEqual(r.statuses.map((s) => `${s.name} out ${s.outboundDirect} in ${s.inboundDirect}`),
+    ['a out true in true', 'b out false in false', 'c out false in false', 'd out false in true']);
 });
