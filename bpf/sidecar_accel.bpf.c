@@ -31,7 +31,11 @@
  *  I6 only sockets whose application never waits in a blocking recv() are
  *     registered: a sockhash socket reads through tcp_bpf_recvmsg, whose
  *     blocking wait returns EAGAIN on a wakeup without data (a signal, an
- *     RST, the ACK of its own FIN) where TCP waits or reports the error.
+ *     RST, the ACK of its own FIN) where TCP waits or reports the error;
+ *  I8 nothing is redirected to a reader that set SO_RCVLOWAT above 1 (poll
+ *     would call it readable below its mark): checked at every send, so a
+ *     mark set while redirected bytes are unread shows them readable until
+ *     they are read (README, limitations).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -914,6 +918,14 @@ static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *p
 		return ACCEL_CNT_FALLBACK_DISABLED;
 	if (has_ulp((struct tcp_sock *)psk))
 		return ACCEL_CNT_FALLBACK_ULP;
+	/*
+	 * I8: a reader with SO_RCVLOWAT above 1 is told readable (poll, epoll)
+	 * only once that many bytes are queued; tcp_poll tells a socket with
+	 * redirected bytes readable at once. TCP carries what it is sent then
+	 * (and the direction comes back once the reader lowers it, I2).
+	 */
+	if (BPF_CORE_READ(psk, sk_rcvlowat) > 1)
+		return ACCEL_CNT_FALLBACK_RCVLOWAT;
 	/*
 	 * The kernel never checks an ingress redirect against the receiver's
 	 * buffer, so the queue is bounded here; past the bound TCP's flow control

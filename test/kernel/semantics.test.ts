@@ -6,7 +6,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
-import { useMesh } from './mesh.js';
+import { useMesh, movedCounters } from './mesh.js';
+import { countersDelta } from '../../src/datapath/layout.js';
 import { kernelSkip } from './gate.js';
 import { kernelVerdict, caughtBySelfTest } from './verdict.js';
 
@@ -26,7 +27,7 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
     const afterAccel = mesh().dp.netnsCounters(mesh().cookieA)!;
     const plain = await mesh().runCase(mesh().b, name, port++);
     return {
-      accel, plain,
+      accel, plain, before,
       redirected: afterAccel.redirectedMessages - before.redirectedMessages,
       paired: afterAccel.socketsPaired - before.socketsPaired,
       counters: afterAccel,
@@ -56,6 +57,16 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
       }
     });
   }
+
+  // I8: poll calls a socket with redirected bytes readable whatever its
+  // SO_RCVLOWAT, so nothing is redirected to a reader with a mark above 1.
+  test('rcvlowat: a reader that raises SO_RCVLOWAT is sent over TCP and sees what TCP shows; lowered, it is redirected to again', async () => {
+    const r = await both('rcvlowat');
+    assert.deepEqual(r.accel, r.plain);
+    const d = countersDelta(r.counters, r.before);
+    assert.ok(d.fallbackReaderLowat > 0n, `the mark refused no redirect: ${movedCounters(d)}`);
+    assert.ok(d.directionsResumed > 0n && d.redirectedMessages >= 2n, `the direction did not come back once the mark was lowered: ${movedCounters(d)}`);
+  });
 
   // A known deviation, asserted exactly so that any change (a kernel fix, or
   // a regression elsewhere) is noticed; README, "Limitations". The reader's

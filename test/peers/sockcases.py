@@ -119,6 +119,28 @@ def case_peek(port):
     return {"peek1": peek1.decode(), "peek2Prefix": peek2[:5].decode(), "read": data.decode()}
 
 
+def case_rcvlowat(port):
+    """SO_RCVLOWAT raised after a first exchange: the reader is readable (poll,
+    epoll) only once that many bytes are queued; lowered again, at once."""
+    c, s = pair(port)
+    c.sendall(b"a" * 10)
+    first = recv_exact(s, 10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1000)
+    c.sendall(b"x" * 100)
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN)
+    below = [wait_readable(s, 0.3), len(ep.poll(0.3))]
+    c.sendall(b"y" * 1000)
+    at = [wait_readable(s), len(ep.poll(5.0))]
+    marked = recv_exact(s, 1100)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+    c.sendall(b"z" * 10)
+    lowered = [wait_readable(s), len(ep.poll(5.0))]
+    last = recv_exact(s, 10)
+    return {"first": len(first), "readableBelowMark": below, "readableAtMark": at, "readAtMark": len(marked),
+            "readableLowered": lowered, "readLowered": len(last)}
+
+
 def case_fionread(port):
     c, s = pair(port)
     before = fionread(s)
@@ -653,7 +675,7 @@ def case_ktls(port):
 
 
 CASES = {
-    "peek": case_peek, "fionread": case_fionread, "epoll": case_epoll,
+    "peek": case_peek, "rcvlowat": case_rcvlowat, "fionread": case_fionread, "epoll": case_epoll,
     "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
     "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
