@@ -32,10 +32,10 @@
  *     registered: a sockhash socket reads through tcp_bpf_recvmsg, whose
  *     blocking wait returns EAGAIN on a wakeup without data (a signal, an
  *     RST, the ACK of its own FIN) where TCP waits or reports the error;
- *  I8 nothing is redirected to a reader that set SO_RCVLOWAT above 1 (poll
- *     would call it readable below its mark): checked at every send, so a
- *     mark set while redirected bytes are unread shows them readable until
- *     they are read (README, limitations).
+ *  I8 nothing is redirected where a socket option asks what only TCP gives:
+ *     a reader's SO_RCVLOWAT above 1, TCP_INQ or receive timestamps, a
+ *     writer's SO_ZEROCOPY. Checked at every send, so an option set while
+ *     redirected bytes are unread does not apply to those (README, limitations).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -231,6 +231,34 @@ static __always_inline bool port_excluded(const struct accel_netns_policy *p, __
 static __always_inline bool has_ulp(struct tcp_sock *tp)
 {
 	return BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops) != NULL;
+}
+
+static __always_inline bool sock_flag_set(struct sock *sk, int bit)
+{
+	return (BPF_CORE_READ(sk, __sk_common.skc_flags) >> bit) & 1;
+}
+
+/*
+ * I8, the reader: what it asked of its reads that redirected bytes cannot
+ * give. tcp_poll calls a socket with redirected bytes readable whatever its
+ * SO_RCVLOWAT; tcp_bpf_recvmsg adds no TCP_INQ or timestamp cmsg to them.
+ * sk_tsflags is a u16 up to 6.1, a u32 later: read either way.
+ */
+static __always_inline bool reader_wants_tcp(struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_rcvlowat) > 1)
+		return true;
+	if (BPF_CORE_READ_BITFIELD_PROBED((struct tcp_sock *)sk, recvmsg_inq))
+		return true;
+	if (sock_flag_set(sk, bpf_core_enum_value(enum sock_flags, SOCK_RCVTSTAMP)))
+		return true;
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_tsflags) & SOF_TIMESTAMPING_SOFTWARE;
+}
+
+/* I8, the writer: a redirected MSG_ZEROCOPY send never completes on the error queue. */
+static __always_inline bool writer_wants_tcp(struct tcp_sock *tp)
+{
+	return sock_flag_set((struct sock *)tp, bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY));
 }
 
 static __always_inline struct sk_psock *psock_of(struct tcp_sock *tp)
@@ -918,14 +946,9 @@ static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *p
 		return ACCEL_CNT_FALLBACK_DISABLED;
 	if (has_ulp((struct tcp_sock *)psk))
 		return ACCEL_CNT_FALLBACK_ULP;
-	/*
-	 * I8: a reader with SO_RCVLOWAT above 1 is told readable (poll, epoll)
-	 * only once that many bytes are queued; tcp_poll tells a socket with
-	 * redirected bytes readable at once. TCP carries what it is sent then
-	 * (and the direction comes back once the reader lowers it, I2).
-	 */
-	if (BPF_CORE_READ(psk, sk_rcvlowat) > 1)
-		return ACCEL_CNT_FALLBACK_RCVLOWAT;
+	/* I8; the direction comes back once the reader drops the option (I2). */
+	if (reader_wants_tcp(psk))
+		return ACCEL_CNT_FALLBACK_SOCKET_OPTION;
 	/*
 	 * The kernel never checks an ingress redirect against the receiver's
 	 * buffer, so the queue is bounded here; past the bound TCP's flow control
@@ -1047,6 +1070,10 @@ static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_
 	}
 	if (has_ulp(tp)) {
 		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : ACCEL_CNT_FALLBACK_ULP, 1);
+		return false;
+	}
+	if (writer_wants_tcp(tp)) {
+		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : ACCEL_CNT_FALLBACK_SOCKET_OPTION, 1);
 		return false;
 	}
 	/*

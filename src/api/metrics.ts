@@ -35,8 +35,8 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackMemoryPressure', 'memory_pressure'],
   // A sidecar's socket whose other end is no socket of this node's pods: not registered.
   ['fallbackNeverPairs', 'never_pairs'],
-  // The reader set SO_RCVLOWAT above 1: poll would call redirected bytes readable below its mark.
-  ['fallbackReaderLowat', 'reader_rcvlowat'],
+  // A socket option only TCP honours: the reader's SO_RCVLOWAT above 1, TCP_INQ or receive timestamps, the writer's SO_ZEROCOPY.
+  ['fallbackSocketOption', 'socket_option'],
 ];
 
 export class AgentMetrics {

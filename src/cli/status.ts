@@ -94,7 +94,7 @@ export function statusText(gens: GenerationStatus[], pinRoot: string): string {
       continue;
     }
     if (g.countersMissing.length) out.push(`  counters this generation does not have (shown as 0): ${g.countersMissing.join(', ')}`);
-    out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, released to TCP ${c.socketsReleased}, never registered (cannot pair) ${c.fallbackNeverPairs}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, back from TCP ${c.directionsResumed}, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}, reader's SO_RCVLOWAT ${c.fallbackReaderLowat}`);
+    out.push(`  paired ${c.socketsPaired}, misses ${c.pairingMisses}, released to TCP ${c.socketsReleased}, never registered (cannot pair) ${c.fallbackNeverPairs}, redirected ${c.redirectedMessages} msgs / ${c.redirectedBytes} bytes, back from TCP ${c.directionsResumed}, fallbacks: backpressure ${c.fallbackBackpressure}, no peer ${c.fallbackNoPeer}, cross-pod off ${c.fallbackCrossPod}, excluded ${c.fallbackExcluded}, disabled ${c.fallbackDisabled}, socket options ${c.fallbackSocketOption}`);
     out.push(`  left alone for their readers: blocking ${c.fallbackBlocking}, listener not yet seen event-driven ${c.fallbackUnknownReader}, turned blocking ${c.fallbackTurnedBlocking}, sidecar-only kernel ${c.fallbackSidecarOnly}`);
   }
   return out.join('\n') + '\n';

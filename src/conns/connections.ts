@@ -159,7 +159,7 @@ function inferredFallback(e: EndInput, other: EndInput | undefined, ctx: ConnsCo
     return tcp('no-peer', 'inferred', `${what}; ${other ? 'the other end was never registered (see its own reason)' : 'the other end is not a socket of an enabled pod on this node'}`, tcpBytes);
   }
   const paired = (e.record.state!.flags & SOCK_FLAGS.PAIRED) !== 0;
-  return tcp('unrecorded', 'inferred', `${what} ${paired ? 'after redirecting' : 'at its first send'}; why is not recorded per socket (backpressure, TCP memory pressure, its netns disabled for a while, a ULP or SO_RCVLOWAT on the other end, or the other end not yet registered)`, tcpBytes);
+  return tcp('unrecorded', 'inferred', `${what} ${paired ? 'after redirecting' : 'at its first send'}; why is not recorded per socket (backpressure, TCP memory pressure, its netns disabled for a while, a ULP on the other end, a socket option only TCP honours (I8), or the other end not yet registered)`, tcpBytes);
 }
 
 /** The state of the direction `e` sends in. */

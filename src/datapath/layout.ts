@@ -63,7 +63,7 @@ export const COUNTER_TS_NAMES = {
   ACCEL_CNT_SOCKETS_WITHDRAWN: 'socketsWithdrawn',
   ACCEL_CNT_DIRECTIONS_RESUMED: 'directionsResumed',
   ACCEL_CNT_FALLBACK_NEVER_PAIRS: 'fallbackNeverPairs',
-  ACCEL_CNT_FALLBACK_RCVLOWAT: 'fallbackReaderLowat',
+  ACCEL_CNT_FALLBACK_SOCKET_OPTION: 'fallbackSocketOption',
 } as const satisfies Record<CounterEnumerator, string>;
 
 export type CounterName = (typeof COUNTER_TS_NAMES)[CounterEnumerator];

@@ -141,6 +141,94 @@ def case_rcvlowat(port):
             "readableLowered": lowered, "readLowered": len(last)}
 
 
+def case_inq(port):
+    """TCP_INQ on the reader: each recvmsg() says in a cmsg how many bytes are left queued."""
+    tcp_inq = 36
+    c, s = pair(port)
+    c.sendall(b"a")
+    recv_exact(s, 1)
+    s.setsockopt(socket.IPPROTO_TCP, tcp_inq, 1)
+    c.sendall(b"x" * 1000)
+    wait_readable(s)
+    out = []
+    for n in (300, 700):
+        data, anc, _flags, _addr = s.recvmsg(n, socket.CMSG_SPACE(4))
+        inq = [struct.unpack("i", d[:4])[0] for (lvl, typ, d) in anc if lvl == socket.IPPROTO_TCP and typ == tcp_inq]
+        out.append([len(data), inq])
+    return {"reads": out}
+
+
+def case_rxtstamp(port):
+    """SO_TIMESTAMP on the reader: each recvmsg() carries the receive time in a cmsg."""
+    so_timestamp = 29
+    c, s = pair(port)
+    c.sendall(b"a")
+    recv_exact(s, 1)
+    s.setsockopt(socket.SOL_SOCKET, so_timestamp, 1)
+    c.sendall(b"x" * 100)
+    wait_readable(s)
+    data, anc, _flags, _addr = s.recvmsg(100, 256)
+    return {"read": len(data), "cmsgs": sorted([lvl, typ] for (lvl, typ, _d) in anc)}
+
+
+def case_zerocopy(port):
+    """MSG_ZEROCOPY from a writer that turned SO_ZEROCOPY on after a first
+    exchange: its completion arrives on the error queue."""
+    so_zerocopy, msg_zerocopy = 60, 0x4000000
+    c, s = pair(port)
+    c.sendall(b"a")
+    recv_exact(s, 1)
+    c.setsockopt(socket.SOL_SOCKET, so_zerocopy, 1)
+    sent = c.send(b"z" * 20000, msg_zerocopy)
+    got = recv_exact(s, sent)
+    p = select.poll()
+    p.register(c.fileno(), select.POLLERR)
+    completed = bool(p.poll(5000))
+    ee = None
+    if completed:
+        _data, anc, _flags, _addr = c.recvmsg(0, 256, socket.MSG_ERRQUEUE)
+        ee = [struct.unpack("=IBBBBII", d[:16])[1:3] for (_l, _t, d) in anc]
+    return {"sent": sent, "read": len(got), "completed": completed, "origin_type": ee}
+
+
+def case_trunc(port):
+    """recv(MSG_TRUNC) on TCP discards what it would read and returns its length."""
+    c, s = pair(port)
+    c.sendall(b"a" * 100 + b"b" * 50)
+    wait_readable(s)
+    try:
+        dropped = s.recv(100, socket.MSG_TRUNC)
+        dropped = len(dropped)
+    except OSError as e:
+        dropped = errno.errorcode.get(e.errno, str(e.errno))
+    rest = recv_exact(s, 50)
+    return {"dropped": dropped, "rest": rest.decode()}
+
+
+def case_oob(port):
+    """One urgent byte (MSG_OOB) between two ordinary sends."""
+    c, s = pair(port)
+    c.sendall(b"before")
+    c.send(b"!", socket.MSG_OOB)
+    c.sendall(b"after")
+    got = recv_exact(s, 6)
+    try:
+        urgent = s.recv(1, socket.MSG_OOB).decode()
+    except OSError as e:
+        urgent = errno.errorcode.get(e.errno, str(e.errno))
+    s.settimeout(2.0)
+    rest = b""
+    try:
+        while len(rest) < 5:
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            rest += chunk
+    except (TimeoutError, socket.timeout):
+        pass
+    return {"first": got.decode(), "urgent": urgent, "rest": rest.decode()}
+
+
 def case_fionread(port):
     c, s = pair(port)
     before = fionread(s)
@@ -675,7 +763,7 @@ def case_ktls(port):
 
 
 CASES = {
-    "peek": case_peek, "rcvlowat": case_rcvlowat, "fionread": case_fionread, "epoll": case_epoll,
+    "peek": case_peek, "rcvlowat": case_rcvlowat, "inq": case_inq, "rxtstamp": case_rxtstamp, "zerocopy": case_zerocopy, "trunc": case_trunc, "oob": case_oob, "fionread": case_fionread, "epoll": case_epoll,
     "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
     "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
