@@ -33,8 +33,8 @@
  *     blocking wait returns EAGAIN on a wakeup without data (a signal, an
  *     RST, the ACK of its own FIN) where TCP waits or reports the error;
  *  I8 nothing is redirected where a socket option asks what only TCP gives:
- *     a reader's SO_RCVLOWAT above 1, TCP_INQ or receive timestamps, a
- *     writer's SO_ZEROCOPY. Checked at every send, so an option set while
+ *     a reader's SO_RCVLOWAT above 1, SO_PEEK_OFF, TCP_INQ or receive
+ *     timestamps, a writer's SO_ZEROCOPY. Checked at every send, so an option set while
  *     redirected bytes are unread does not apply to those (README, limitations).
  */
 #include "vmlinux.h"
@@ -241,12 +241,13 @@ static __always_inline bool sock_flag_set(struct sock *sk, int bit)
 /*
  * I8, the reader: what it asked of its reads that redirected bytes cannot
  * give. tcp_poll calls a socket with redirected bytes readable whatever its
- * SO_RCVLOWAT; tcp_bpf_recvmsg adds no TCP_INQ or timestamp cmsg to them.
- * sk_tsflags is a u16 up to 6.1, a u32 later: read either way.
+ * SO_RCVLOWAT; tcp_bpf_recvmsg adds no TCP_INQ or timestamp cmsg to them,
+ * and its MSG_PEEK ignores SO_PEEK_OFF (off: -1). sk_tsflags is a u16 up to
+ * 6.1, a u32 later: read either way.
  */
 static __always_inline bool reader_wants_tcp(struct sock *sk)
 {
-	if (BPF_CORE_READ(sk, sk_rcvlowat) > 1)
+	if (BPF_CORE_READ(sk, sk_rcvlowat) > 1 || BPF_CORE_READ(sk, sk_peek_off) >= 0)
 		return true;
 	if (BPF_CORE_READ_BITFIELD_PROBED((struct tcp_sock *)sk, recvmsg_inq))
 		return true;

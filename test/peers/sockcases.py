@@ -229,6 +229,23 @@ def case_oob(port):
     return {"first": got.decode(), "urgent": urgent, "rest": rest.decode()}
 
 
+def case_peekoff(port):
+    """SO_PEEK_OFF on the reader: each MSG_PEEK starts where the last one ended."""
+    so_peek_off = 42
+    c, s = pair(port)
+    c.sendall(b"a")
+    recv_exact(s, 1)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, so_peek_off, 0)
+        supported = True
+    except OSError as e:
+        supported = errno.errorcode.get(e.errno, str(e.errno))
+    c.sendall(b"hello world")
+    wait_readable(s)
+    peeks = [s.recv(5, socket.MSG_PEEK).decode(), s.recv(6, socket.MSG_PEEK).decode()]
+    return {"supported": supported, "peeks": peeks, "read": recv_exact(s, 11).decode()}
+
+
 def case_fionread(port):
     c, s = pair(port)
     before = fionread(s)
@@ -763,7 +780,7 @@ def case_ktls(port):
 
 
 CASES = {
-    "peek": case_peek, "rcvlowat": case_rcvlowat, "inq": case_inq, "rxtstamp": case_rxtstamp, "zerocopy": case_zerocopy, "trunc": case_trunc, "oob": case_oob, "fionread": case_fionread, "epoll": case_epoll,
+    "peek": case_peek, "rcvlowat": case_rcvlowat, "inq": case_inq, "peekoff": case_peekoff, "rxtstamp": case_rxtstamp, "zerocopy": case_zerocopy, "trunc": case_trunc, "oob": case_oob, "fionread": case_fionread, "epoll": case_epoll,
     "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
     "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
