@@ -164,7 +164,7 @@ enum accel_counter {
 	ACCEL_CNT_SOCKETS_WITHDRAWN,     /* turned blocking, then out of sock_hash: plain TCP from then on (I6) */
 	ACCEL_CNT_DIRECTIONS_RESUMED,    /* a direction on TCP came back to redirect: its receiver had read every TCP byte (I2) */
 	ACCEL_CNT_FALLBACK_NEVER_PAIRS,  /* a sidecar's socket whose other end is no socket of this node's pods: never registered */
-	ACCEL_CNT_FALLBACK_SOCKET_OPTION, /* an option only TCP honours: the reader's SO_RCVLOWAT > 1, SO_PEEK_OFF, TCP_INQ, rx timestamps; the writer's SO_ZEROCOPY */
+	ACCEL_CNT_FALLBACK_SOCKET_OPTION, /* an option only TCP honours: the reader's SO_RCVLOWAT > 1, SO_PEEK_OFF, TCP_INQ, rx timestamps; the writer's SO_ZEROCOPY, tx timestamps */
 	ACCEL_CNT_MAX
 };
 

@@ -34,7 +34,7 @@
  *     RST, the ACK of its own FIN) where TCP waits or reports the error;
  *  I8 nothing is redirected where a socket option asks what only TCP gives:
  *     a reader's SO_RCVLOWAT above 1, SO_PEEK_OFF, TCP_INQ or receive
- *     timestamps, a writer's SO_ZEROCOPY. Checked at every send, so an option set while
+ *     timestamps, a writer's SO_ZEROCOPY or transmit timestamps. Checked at every send, so an option set while
  *     redirected bytes are unread does not apply to those (README, limitations).
  */
 #include "vmlinux.h"
@@ -256,10 +256,18 @@ static __always_inline bool reader_wants_tcp(struct sock *sk)
 	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_tsflags) & SOF_TIMESTAMPING_SOFTWARE;
 }
 
-/* I8, the writer: a redirected MSG_ZEROCOPY send never completes on the error queue. */
+/*
+ * I8, the writer: a redirected MSG_ZEROCOPY send never completes, and a
+ * redirected send gets no transmit timestamp, on the error queue.
+ */
 static __always_inline bool writer_wants_tcp(struct tcp_sock *tp)
 {
-	return sock_flag_set((struct sock *)tp, bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY));
+	struct sock *sk = (struct sock *)tp;
+
+	if (sock_flag_set(sk, bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY)))
+		return true;
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_tsflags) &
+	       (SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_ACK);
 }
 
 static __always_inline struct sk_psock *psock_of(struct tcp_sock *tp)

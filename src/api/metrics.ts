@@ -35,7 +35,7 @@ const FALLBACK_REASONS: [keyof Counters, string][] = [
   ['fallbackMemoryPressure', 'memory_pressure'],
   // A sidecar's socket whose other end is no socket of this node's pods: not registered.
   ['fallbackNeverPairs', 'never_pairs'],
-  // A socket option only TCP honours: the reader's SO_RCVLOWAT above 1, SO_PEEK_OFF, TCP_INQ or receive timestamps, the writer's SO_ZEROCOPY.
+  // A socket option only TCP honours: the reader's SO_RCVLOWAT above 1, SO_PEEK_OFF, TCP_INQ or receive timestamps, the writer's SO_ZEROCOPY or transmit timestamps.
   ['fallbackSocketOption', 'socket_option'],
 ];
 

@@ -67,6 +67,7 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
     rxtstamp: 'a reader that turns SO_TIMESTAMP on is sent over TCP',
     zerocopy: 'a writer that turns SO_ZEROCOPY on sends over TCP',
     peekoff: 'a reader that sets SO_PEEK_OFF is sent over TCP',
+    txtstamp: 'a writer that asks for transmit timestamps sends over TCP',
   };
   for (const [name, what] of Object.entries(options)) {
     test(`${name}: ${what}, and sees what TCP shows`, async () => {

@@ -246,6 +246,26 @@ def case_peekoff(port):
     return {"supported": supported, "peeks": peeks, "read": recv_exact(s, 11).decode()}
 
 
+def case_txtstamp(port):
+    """SO_TIMESTAMPING with software transmit stamps on the writer: each send's stamp arrives on its error queue."""
+    so_timestamping = 37
+    tx_software, software, opt_id, opt_tsonly = 1 << 1, 1 << 4, 1 << 7, 1 << 11
+    c, s = pair(port)
+    c.sendall(b"a")
+    recv_exact(s, 1)
+    c.setsockopt(socket.SOL_SOCKET, so_timestamping, tx_software | software | opt_id | opt_tsonly)
+    c.sendall(b"x" * 100)
+    got = recv_exact(s, 100)
+    p = select.poll()
+    p.register(c.fileno(), select.POLLERR)
+    stamped = bool(p.poll(5000))
+    kinds = []
+    if stamped:
+        _data, anc, _flags, _addr = c.recvmsg(0, 512, socket.MSG_ERRQUEUE)
+        kinds = sorted([lvl, typ] for (lvl, typ, _d) in anc)
+    return {"read": len(got), "stamped": stamped, "cmsgs": kinds}
+
+
 def case_fionread(port):
     c, s = pair(port)
     before = fionread(s)
@@ -780,7 +800,7 @@ def case_ktls(port):
 
 
 CASES = {
-    "peek": case_peek, "rcvlowat": case_rcvlowat, "inq": case_inq, "peekoff": case_peekoff, "rxtstamp": case_rxtstamp, "zerocopy": case_zerocopy, "trunc": case_trunc, "oob": case_oob, "fionread": case_fionread, "epoll": case_epoll,
+    "peek": case_peek, "rcvlowat": case_rcvlowat, "inq": case_inq, "txtstamp": case_txtstamp, "peekoff": case_peekoff, "rxtstamp": case_rxtstamp, "zerocopy": case_zerocopy, "trunc": case_trunc, "oob": case_oob, "fionread": case_fionread, "epoll": case_epoll,
     "halfclose": case_halfclose, "close-unread": case_close_unread, "reset": case_reset,
     "sendfile": case_sendfile, "tfo": case_tfo, "defer-accept": case_defer_accept,
     "ktls": case_ktls, "slow-reader": case_slow_reader, "toggle": case_toggle, "fixed-tuple": case_fixed_tuple,
