@@ -34,8 +34,9 @@
  *     RST, the ACK of its own FIN) where TCP waits or reports the error;
  *  I8 nothing is redirected where a socket option asks what only TCP gives:
  *     a reader's SO_RCVLOWAT above 1, SO_PEEK_OFF, TCP_INQ or receive
- *     timestamps, a writer's SO_ZEROCOPY or transmit timestamps. Checked at every send, so an option set while
- *     redirected bytes are unread does not apply to those (README, limitations).
+ *     timestamps, a writer's SO_ZEROCOPY or transmit timestamps. Checked at
+ *     every send, so an option set while redirected bytes are unread does
+ *     not apply to those (README, limitations).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -267,7 +268,8 @@ static __always_inline bool writer_wants_tcp(struct tcp_sock *tp)
 	if (sock_flag_set(sk, bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY)))
 		return true;
 	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_tsflags) &
-	       (SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_ACK);
+	       (SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_TX_SOFTWARE |
+		SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_ACK);
 }
 
 static __always_inline struct sk_psock *psock_of(struct tcp_sock *tp)
