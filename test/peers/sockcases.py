@@ -69,6 +69,15 @@ def pair(port, opts=()):
     return c, s
 
 
+def exchanged_pair(port):
+    """A pair that has sent one byte client -> server: paired already when
+    accelerated, before a case sets the option it is about."""
+    c, s = pair(port)
+    c.sendall(b"a")
+    recv_exact(s, 1)
+    return c, s
+
+
 def wait_readable(sock, timeout=5.0):
     r, _, _ = select.select([sock], [], [], timeout)
     return bool(r)
@@ -144,9 +153,7 @@ def case_rcvlowat(port):
 def case_inq(port):
     """TCP_INQ on the reader: each recvmsg() says in a cmsg how many bytes are left queued."""
     tcp_inq = 36
-    c, s = pair(port)
-    c.sendall(b"a")
-    recv_exact(s, 1)
+    c, s = exchanged_pair(port)
     s.setsockopt(socket.IPPROTO_TCP, tcp_inq, 1)
     c.sendall(b"x" * 1000)
     wait_readable(s)
@@ -161,9 +168,7 @@ def case_inq(port):
 def case_rxtstamp(port):
     """SO_TIMESTAMP on the reader: each recvmsg() carries the receive time in a cmsg."""
     so_timestamp = 29
-    c, s = pair(port)
-    c.sendall(b"a")
-    recv_exact(s, 1)
+    c, s = exchanged_pair(port)
     s.setsockopt(socket.SOL_SOCKET, so_timestamp, 1)
     # The option turns the machine's receive stamps on through a static key,
     # switched by a work item: bytes that arrive before it ran carry no stamp,
@@ -188,9 +193,7 @@ def case_zerocopy(port):
     """MSG_ZEROCOPY from a writer that turned SO_ZEROCOPY on after a first
     exchange: its completion arrives on the error queue."""
     so_zerocopy, msg_zerocopy = 60, 0x4000000
-    c, s = pair(port)
-    c.sendall(b"a")
-    recv_exact(s, 1)
+    c, s = exchanged_pair(port)
     c.setsockopt(socket.SOL_SOCKET, so_zerocopy, 1)
     sent = c.send(b"z" * 20000, msg_zerocopy)
     got = recv_exact(s, sent)
@@ -245,9 +248,7 @@ def case_oob(port):
 def case_peekoff(port):
     """SO_PEEK_OFF on the reader: each MSG_PEEK starts where the last one ended."""
     so_peek_off = 42
-    c, s = pair(port)
-    c.sendall(b"a")
-    recv_exact(s, 1)
+    c, s = exchanged_pair(port)
     try:
         s.setsockopt(socket.SOL_SOCKET, so_peek_off, 0)
         supported = True
@@ -263,9 +264,7 @@ def case_txtstamp(port):
     """SO_TIMESTAMPING with software transmit stamps on the writer: each send's stamp arrives on its error queue."""
     so_timestamping = 37
     tx_software, software, opt_id, opt_tsonly = 1 << 1, 1 << 4, 1 << 7, 1 << 11
-    c, s = pair(port)
-    c.sendall(b"a")
-    recv_exact(s, 1)
+    c, s = exchanged_pair(port)
     c.setsockopt(socket.SOL_SOCKET, so_timestamping, tx_software | software | opt_id | opt_tsonly)
     c.sendall(b"x" * 100)
     got = recv_exact(s, 100)
