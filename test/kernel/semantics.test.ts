@@ -59,8 +59,9 @@ describe('socket semantics equal plain TCP', { skip: kernelSkip }, () => {
   }
 
   // I8: socket options that only TCP honours. Redirected bytes make poll
-  // ignore SO_RCVLOWAT, carry no TCP_INQ or timestamp cmsg, and a sockhash
-  // socket's sends give no MSG_ZEROCOPY completion.
+  // ignore SO_RCVLOWAT, carry no TCP_INQ or timestamp cmsg, are peeked at
+  // without SO_PEEK_OFF, and a redirected send gets no MSG_ZEROCOPY
+  // completion or transmit timestamp.
   const options = {
     rcvlowat: 'a reader that raises SO_RCVLOWAT is sent over TCP; lowered, it is redirected to again',
     inq: 'a reader that turns TCP_INQ on is sent over TCP',
