@@ -229,9 +229,23 @@ static __always_inline bool port_excluded(const struct accel_netns_policy *p, __
 	return false;
 }
 
+/*
+ * Two ways to read a socket. Our own comes from bpf_skc_to_tcp_sock: a BTF
+ * pointer, whose fields the program loads directly (an inline load, CO-RE
+ * relocated, that reads 0 if it faults). The peer is an address kept in
+ * peer_info, read with bpf_probe_read_kernel (BPF_CORE_READ), a helper call
+ * each. The per-message path reads its own socket the first way: the
+ * profile of a redirected rr showed the helper's copies as the largest
+ * per-message cost of the programs.
+ */
 static __always_inline bool has_ulp(struct tcp_sock *tp)
 {
 	return BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops) != NULL;
+}
+
+static __always_inline bool own_has_ulp(struct tcp_sock *tp)
+{
+	return tp->inet_conn.icsk_ulp_ops != NULL;
 }
 
 static __always_inline bool sock_flag_set(struct sock *sk, int bit)
@@ -263,11 +277,11 @@ static __always_inline bool reader_wants_tcp(struct sock *sk)
  */
 static __always_inline bool writer_wants_tcp(struct tcp_sock *tp)
 {
-	struct sock *sk = (struct sock *)tp;
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 
-	if (sock_flag_set(sk, bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY)))
+	if ((sk->__sk_common.skc_flags >> bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY)) & 1)
 		return true;
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_tsflags) &
+	return BPF_CORE_READ_BITFIELD(sk, sk_tsflags) &
 	       (SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_TX_SOFTWARE |
 		SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_ACK);
 }
@@ -300,6 +314,20 @@ static __always_inline int reader_style(struct sock *sk)
 	if (!f)
 		return READER_UNKNOWN;
 	return (BPF_CORE_READ(f, f_flags) & O_NONBLOCK) ? READER_NONBLOCKING : READER_BLOCKING;
+}
+
+/* reader_style of our own socket, by direct loads. */
+static __always_inline int own_reader_style(struct tcp_sock *tp)
+{
+	struct socket *so = tp->inet_conn.icsk_inet.sk.sk_socket;
+	struct file *f;
+
+	if (!so)
+		return READER_UNKNOWN;
+	f = so->file;
+	if (!f)
+		return READER_UNKNOWN;
+	return (f->f_flags & O_NONBLOCK) ? READER_NONBLOCKING : READER_BLOCKING;
 }
 
 static __always_inline struct accel_listener_key listener_key(__u64 netns, __u16 port)
@@ -604,7 +632,7 @@ static __always_inline bool state_of(struct bpf_sock_ops *skops, struct sock_sta
  */
 static __always_inline bool tx_clean(const struct sock_state *st, struct tcp_sock *tp)
 {
-	return (st->flags & SOCK_TX_CLEAN) && BPF_CORE_READ(tp, write_seq) == st->base_write_seq;
+	return (st->flags & SOCK_TX_CLEAN) && tp->write_seq == st->base_write_seq;
 }
 
 static __always_inline struct accel_conn_key peer_key_of(const struct sock_state *st)
@@ -903,21 +931,26 @@ int accel_sockops(struct bpf_sock_ops *skops)
  * lowered), where TCP would hold the writer back and retransmit. Seen in a
  * 3 GiB guest on 6.12.118. So the message goes over TCP then.
  */
-static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
+static __always_inline bool tcp_memory_tight(struct tcp_sock *tp, __u32 size)
 {
-	struct proto *prot = BPF_CORE_READ(psk, __sk_common.skc_prot);
-	unsigned long *pressure_flag = BPF_CORE_READ(prot, memory_pressure);
-	atomic_long_t *allocated_p = BPF_CORE_READ(prot, memory_allocated);
-	long *limits = BPF_CORE_READ(prot, sysctl_mem);
+	/*
+	 * Every TCP socket, IPv4 or IPv6, in a sockhash or not, charges the
+	 * same accounting (tcp_memory_allocated, sysctl_tcp_mem): the writer's
+	 * own proto names it, by direct loads.
+	 */
+	struct proto *prot = tp->inet_conn.icsk_inet.sk.__sk_common.skc_prot;
+	unsigned long *pressure_flag = prot->memory_pressure;
+	atomic_long_t *allocated_p = prot->memory_allocated;
+	long *limits = prot->sysctl_mem;
 	unsigned long flag = 0;
-	long allocated = 0, pressure = 0, margin;
+	long allocated, pressure = 0, margin;
 
 	if (!allocated_p || !limits)
 		return false;
 	if (pressure_flag && !bpf_probe_read_kernel(&flag, sizeof(flag), pressure_flag) && flag)
 		return true;
-	if (bpf_probe_read_kernel(&allocated, sizeof(allocated), &allocated_p->counter) ||
-	    bpf_probe_read_kernel(&pressure, sizeof(pressure), &limits[1]))
+	allocated = allocated_p->counter;
+	if (bpf_probe_read_kernel(&pressure, sizeof(pressure), &limits[1]))
 		return true;
 	/*
 	 * The global count lags each CPU's reserve (up to 1 MiB each), and other
@@ -937,8 +970,8 @@ static __always_inline bool tcp_memory_tight(struct sock *psk, __u32 size)
  * in its queue (I3, I4, I5). Returns ACCEL_CNT_MAX to allow, else the
  * fallback counter that refused.
  */
-static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *peer, __u64 netns,
-						 const struct accel_netns_policy *own, __u32 size)
+static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *peer, struct tcp_sock *tp,
+						 __u64 netns, const struct accel_netns_policy *own, __u32 size)
 {
 	struct accel_netns_policy *policy;
 	struct sock *psk = (struct sock *)peer->sk;
@@ -969,19 +1002,22 @@ static __always_inline __u32 peer_socket_refusal(const struct accel_peer_info *p
 	 * not hold the writer back). The bound is what TCP would allow this
 	 * receiver: its SO_RCVBUF when the application set one, else what
 	 * receive autotuning may grow to. sk_userlocks is a 4-bit bitfield up to
-	 * 6.1 and a u8 from 6.12: read either way.
+	 * 6.1 and a u8 from 6.12: read either way. In one netns (the usual
+	 * case) the receiver's sysctl is the writer's, read by direct loads.
 	 */
 	queued = BPF_CORE_READ(psk, sk_backlog.rmem_alloc.counter);
 	rcvbuf = BPF_CORE_READ(psk, sk_rcvbuf);
 	if (!(BPF_CORE_READ_BITFIELD_PROBED(psk, sk_userlocks) & SOCK_RCVBUF_LOCK)) {
-		int tune_max = BPF_CORE_READ(psk, __sk_common.skc_net.net, ipv4.sysctl_tcp_rmem[2]);
+		int tune_max = peer->netns_cookie == netns ?
+			tp->inet_conn.icsk_inet.sk.__sk_common.skc_net.net->ipv4.sysctl_tcp_rmem[2] :
+			BPF_CORE_READ(psk, __sk_common.skc_net.net, ipv4.sysctl_tcp_rmem[2]);
 
 		if (tune_max > rcvbuf)
 			rcvbuf = tune_max;
 	}
 	if (rcvbuf <= 0 || (__u64)queued + size > (__u64)rcvbuf)
 		return ACCEL_CNT_FALLBACK_BACKPRESSURE;
-	if (tcp_memory_tight(psk, size))
+	if (tcp_memory_tight(tp, size))
 		return ACCEL_CNT_FALLBACK_MEMORY_PRESSURE;
 	return ACCEL_CNT_MAX;
 }
@@ -1004,7 +1040,7 @@ static __always_inline void hold_off(struct accel_peer_info *peer)
 		peer->resume_after_ns = bpf_ktime_get_ns() + (__u64)cfg->backpressure_holdoff_ms * 1000000;
 }
 
-static __always_inline __u32 peer_refusal(struct sock_state *st, const struct accel_conn_key *peer_key,
+static __always_inline __u32 peer_refusal(struct sock_state *st, struct tcp_sock *tp, const struct accel_conn_key *peer_key,
 					  const struct accel_netns_policy *own, __u32 size)
 {
 	struct accel_peer_info *peer = bpf_map_lookup_elem(&peer_info, peer_key);
@@ -1012,7 +1048,7 @@ static __always_inline __u32 peer_refusal(struct sock_state *st, const struct ac
 
 	if (!peer)
 		return ACCEL_CNT_FALLBACK_NO_PEER;
-	refusal = peer_socket_refusal(peer, st->netns_cookie, own, size);
+	refusal = peer_socket_refusal(peer, tp, st->netns_cookie, own, size);
 	if (refusal == ACCEL_CNT_FALLBACK_BACKPRESSURE)
 		hold_off(peer);
 	/* I5: the claim last, so that a refused message leaves none behind. */
@@ -1046,7 +1082,7 @@ static __always_inline bool receiver_caught_up(struct sock_state *st, struct tcp
 	if (!peer || !peer->sk || (peer->gate & GATE_LEAVING) || bpf_ktime_get_ns() < peer->resume_after_ns)
 		return false;
 	rtp = (struct tcp_sock *)peer->sk;
-	if (BPF_CORE_READ(rtp, copied_seq) != BPF_CORE_READ(tp, write_seq) ||
+	if (BPF_CORE_READ(rtp, copied_seq) != tp->write_seq ||
 	    reader_style((struct sock *)rtp) != READER_NONBLOCKING)
 		return false;
 	psock = psock_of(rtp);
@@ -1079,7 +1115,7 @@ static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_
 		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : ACCEL_CNT_FALLBACK_DISABLED, 1);
 		return false;
 	}
-	if (has_ulp(tp)) {
+	if (own_has_ulp(tp)) {
 		count(netns, resuming ? ACCEL_CNT_TCP_MSGS : ACCEL_CNT_FALLBACK_ULP, 1);
 		return false;
 	}
@@ -1093,7 +1129,7 @@ static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_
 	 * into a blocking reader is harmless: data always ends its wait.)
 	 */
 	if (st->flags & SOCK_APP) {
-		int style = reader_style((struct sock *)tp);
+		int style = own_reader_style(tp);
 
 		if (style == READER_NONBLOCKING && !(st->flags & SOCK_SEEN_NONBLOCKING))
 			st->flags |= SOCK_SEEN_NONBLOCKING;
@@ -1105,7 +1141,7 @@ static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_
 		return false;
 
 	peer_key = peer_key_of(st);
-	refusal = peer_refusal(st, &peer_key, policy, msg->size);
+	refusal = peer_refusal(st, tp, &peer_key, policy, msg->size);
 	if ((refusal == ACCEL_CNT_FALLBACK_NO_PEER || refusal == ACCEL_CNT_FALLBACK_CROSS_POD) &&
 	    !(st->flags & SOCK_PAIRED))
 		count(netns, ACCEL_CNT_PAIRING_MISSES, 1);
@@ -1124,7 +1160,7 @@ static __always_inline bool redirect_to_peer(struct sk_msg_md *msg, struct sock_
 	}
 	if (resuming) {
 		/* I2 is judged against this point from now on. */
-		st->base_write_seq = BPF_CORE_READ(tp, write_seq);
+		st->base_write_seq = tp->write_seq;
 		st->flags |= SOCK_TX_CLEAN;
 		count(netns, ACCEL_CNT_DIRECTIONS_RESUMED, 1);
 	}
