@@ -449,7 +449,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		count(netns, ACCEL_CNT_FALLBACK_REPAIR, 1);
 		return;
 	}
-	if (has_ulp(tp)) {
+	if (own_has_ulp(tp)) {
 		count(netns, ACCEL_CNT_FALLBACK_ULP, 1);
 		return;
 	}
@@ -461,7 +461,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 		return;
 	}
 	cfg = bpf_map_lookup_elem(&accel_cfg, &zero);
-	sidecar = cfg && BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_uid.val) == cfg->proxy_uid;
+	sidecar = cfg && tp->inet_conn.icsk_inet.sk.sk_uid.val == cfg->proxy_uid;
 	/* I6: this kernel shows an application something TCP would not (self-test). */
 	if (!sidecar && (!cfg || (cfg->flags & ACCEL_CFG_SIDECAR_ONLY))) {
 		count(netns, ACCEL_CNT_FALLBACK_SIDECAR_ONLY, 1);
@@ -494,7 +494,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	st->key.role = role;
 	if (!sidecar)
 		st->flags |= SOCK_APP;
-	style = reader_style((struct sock *)tp);
+	style = own_reader_style(tp);
 	refusal = reader_refusal(style, role, netns, port, sidecar);
 	if (style == READER_NONBLOCKING)
 		st->flags |= SOCK_SEEN_NONBLOCKING;
@@ -541,7 +541,7 @@ static __always_inline void register_socket(struct bpf_sock_ops *skops, __u8 rol
 	 * in the SYN, or queued behind it) are already TCP's; this direction stays
 	 * TCP. The other direction may still be redirected.
 	 */
-	st->base_write_seq = BPF_CORE_READ(tp, write_seq);
+	st->base_write_seq = tp->write_seq;
 	if (skops->data_segs_out == 0 && st->base_write_seq == skops->snd_nxt &&
 	    !BPF_CORE_READ_BITFIELD_PROBED(tp, syn_data))
 		st->flags |= SOCK_TX_CLEAN;
@@ -823,7 +823,7 @@ static __always_inline void observe_reader(struct bpf_sock_ops *skops, struct so
 	bool data;
 	int style;
 
-	style = reader_style((struct sock *)tp);
+	style = own_reader_style(tp);
 	if (style == READER_UNKNOWN)
 		return;
 	if (style == READER_NONBLOCKING)
