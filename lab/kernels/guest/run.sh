@@ -45,6 +45,20 @@ if [ "$KMATRIX_PROBE_ONLY" = 1 ]; then
   exit 0
 fi
 
+# Under emulation, live-patching kernel text as a static key flips can trap
+# ("Oops: int3", a panic) while another vCPU runs the patched code: seen on
+# 6.12 under TCG, in netif_rx_internal, as the rxtstamp case turned receive
+# timestamps on. That key turns on with the first socket asking for receive
+# timestamps and off with the last, so one socket holding it for the guest's
+# life flips it once, here, before any test runs; the tests' own sockets then
+# only move its count.
+if [ "$KMATRIX_EMULATED" = 1 ]; then
+  python3 -c 'import signal, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMP, 1)
+signal.pause()' &
+fi
+
 # Does this kernel load and attach the BPF object at all?
 timeout -k 10 "$(left)" node "$KMATRIX_LOAD_PROBE" > /kmatrix/load.json 2> /kmatrix/load.log
 rc=$?
