@@ -31,6 +31,10 @@ export interface BenchOptions {
   out: NodeJS.WritableStream & { isTTY?: boolean };
 }
 
+function readFileOr(file: string, fallback: string): string {
+  try { return fs.readFileSync(file, 'utf8'); } catch { return fallback; }
+}
+
 const TOOLS: Report['tools'] = {
   rr: 'bench/native/rr.c (C, epoll, one request in flight per connection)',
   http: 'wrk 4.1, one thread, HTTP/1.1 keep-alive',
@@ -46,6 +50,11 @@ export async function runBench(opts: BenchOptions): Promise<Report> {
   const rounds = opts.rounds ?? (opts.quick ? 2 : 5);
   const seconds = opts.seconds ?? (opts.quick ? 1 : 4);
   if (!(rounds >= 1) || !(seconds >= 1)) throw new Error('--rounds and --seconds must be at least 1');
+  // With run-time statistics on, every BPF program run reads the clock twice:
+  // a cost only the accel scenarios pay, per message and per callback.
+  if (readFileOr('/proc/sys/kernel/bpf_stats_enabled', '0').trim() !== '0') {
+    throw new Error('kernel.bpf_stats_enabled is on: each BPF program run then pays two clock reads, which only the accel scenarios carry; turn it off first (sysctl -w kernel.bpf_stats_enabled=0)');
+  }
   if (opts.cpus) await run('taskset', ['-a', '-p', '-c', opts.cpus, String(process.pid)]); // children inherit it
   const clkTck = Number((await run('getconf', ['CLK_TCK'])).stdout.trim());
 
