@@ -9,7 +9,7 @@ import path from 'node:path';
 import { run } from '../../src/util/exec.js';
 import { runCleanly } from '../../lab/harness/interruptible.js';
 import { countersDelta } from '../../src/datapath/layout.js';
-import { cpuTicks, linkTx, tcpDataSegments, tcpOpens } from '../../lab/measure/kernel.js';
+import { bpfStatsEnabled, cpuTicks, linkTx, tcpDataSegments, tcpOpens } from '../../lab/measure/kernel.js';
 import { Progress } from '../../lab/harness/progress.js';
 import type { Pod } from '../../lab/topology/topology.js';
 import { createBenchPods, type BenchPods } from './pods.js';
@@ -31,10 +31,6 @@ export interface BenchOptions {
   out: NodeJS.WritableStream & { isTTY?: boolean };
 }
 
-function readFileOr(file: string, fallback: string): string {
-  try { return fs.readFileSync(file, 'utf8'); } catch { return fallback; }
-}
-
 const TOOLS: Report['tools'] = {
   rr: 'bench/native/rr.c (C, epoll, one request in flight per connection)',
   http: 'wrk 4.1, one thread, HTTP/1.1 keep-alive',
@@ -50,9 +46,7 @@ export async function runBench(opts: BenchOptions): Promise<Report> {
   const rounds = opts.rounds ?? (opts.quick ? 2 : 5);
   const seconds = opts.seconds ?? (opts.quick ? 1 : 4);
   if (!(rounds >= 1) || !(seconds >= 1)) throw new Error('--rounds and --seconds must be at least 1');
-  // With run-time statistics on, every BPF program run reads the clock twice:
-  // a cost only the accel scenarios pay, per message and per callback.
-  if (readFileOr('/proc/sys/kernel/bpf_stats_enabled', '0').trim() !== '0') {
+  if (bpfStatsEnabled()) {
     throw new Error('kernel.bpf_stats_enabled is on: each BPF program run then pays two clock reads, which only the accel scenarios carry; turn it off first (sysctl -w kernel.bpf_stats_enabled=0)');
   }
   if (opts.cpus) await run('taskset', ['-a', '-p', '-c', opts.cpus, String(process.pid)]); // children inherit it

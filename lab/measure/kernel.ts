@@ -82,6 +82,19 @@ export function cpuTicks(): CpuTicks {
 }
 
 /** Strips brackets and v4-mapped prefixes so addresses compare as written in tests. */
+/**
+ * kernel.bpf_stats_enabled: with it on, every BPF program run reads the clock
+ * twice, a cost only measurements with our programs carry. A kernel without
+ * the sysctl keeps no such statistics.
+ */
+export function bpfStatsEnabled(): boolean {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim() !== '0';
+  } catch {
+    return false;
+  }
+}
+
 export function addr(s: string): string {
   return s.replace(/^\[::ffff:([\d.]+)\]/, '$1').replace(/^\[(.*)\](:\d+)$/, '$1$2');
 }
