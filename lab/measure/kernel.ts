@@ -2,6 +2,8 @@
 // proof that a hop was redirected (tests, bench) does not rest on our own
 // counters.
 import fs from 'node:fs';
+import path from 'node:path';
+import { run } from '../../src/util/exec.js';
 import type { Pod } from '../topology/topology.js';
 
 export interface SsSocket {
@@ -93,6 +95,23 @@ export function bpfStatsEnabled(): boolean {
   } catch {
     return false;
   }
+}
+
+/** What the kernel counted for one BPF program while kernel.bpf_stats_enabled was on. */
+export interface ProgramRunStats { runs: number; ns: number }
+
+/**
+ * Run counts and time of every program pinned under `dir` (a generation's
+ * pins: prog_<name>), by program name, from bpftool.
+ */
+export async function pinnedProgramStats(dir: string): Promise<Map<string, ProgramRunStats>> {
+  const out = new Map<string, ProgramRunStats>();
+  for (const f of fs.readdirSync(dir).filter((n) => n.startsWith('prog_'))) {
+    const r = await run('bpftool', ['-j', 'prog', 'show', 'pinned', path.join(dir, f)]);
+    const p = JSON.parse(r.stdout) as { run_cnt?: number; run_time_ns?: number };
+    out.set(f.slice('prog_'.length), { runs: p.run_cnt ?? 0, ns: p.run_time_ns ?? 0 });
+  }
+  return out;
 }
 
 export function addr(s: string): string {
