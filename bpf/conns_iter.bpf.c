@@ -16,6 +16,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "accel_maps.h"
+#include "sock_options.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -52,7 +53,8 @@ struct conn_record {
 	__u32 write_seq;       /* compared with state.base_write_seq: bytes this end sent over TCP */
 	__u8 ulp;              /* a ULP (kTLS) is set */
 	__u8 repair;           /* TCP_REPAIR */
-	__u16 pad0;
+	__u8 reader_options;   /* READER_OPT_*: options that keep the direction into it on TCP (I8) */
+	__u8 writer_options;   /* WRITER_OPT_*: options that keep its own direction on TCP (I8) */
 	__u32 pad1;
 	struct sock_state state;  /* zero unless has_state */
 };
@@ -113,6 +115,12 @@ int conns_tcp(struct bpf_iter__tcp *ctx)
 	r.write_seq = BPF_CORE_READ(tp, write_seq);
 	r.ulp = BPF_CORE_READ(tp, inet_conn.icsk_ulp_ops) != NULL;
 	r.repair = BPF_CORE_READ_BITFIELD_PROBED(tp, repair);
+	r.reader_options = (reader_rcvlowat_set((struct sock *)tp) ? READER_OPT_RCVLOWAT : 0) |
+			   (reader_peek_off_set((struct sock *)tp) ? READER_OPT_PEEK_OFF : 0) |
+			   (reader_inq_set((struct sock *)tp) ? READER_OPT_INQ : 0) |
+			   (reader_rx_timestamps_set((struct sock *)tp) ? READER_OPT_RX_TSTAMP : 0);
+	r.writer_options = (writer_zerocopy_set(tp) ? WRITER_OPT_ZEROCOPY : 0) |
+			   (writer_tx_timestamps_set(tp) ? WRITER_OPT_TX_TSTAMP : 0);
 	r.in_sockmap = ((unsigned long)BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_user_data) & SK_USER_DATA_PSOCK) != 0;
 	st = bpf_sk_storage_get(&sock_state, tp, 0, 0);
 	if (st) {

@@ -43,6 +43,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 #include "accel_maps.h"
+#include "sock_options.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -248,42 +249,17 @@ static __always_inline bool own_has_ulp(struct tcp_sock *tp)
 	return tp->inet_conn.icsk_ulp_ops != NULL;
 }
 
-static __always_inline bool sock_flag_set(struct sock *sk, int bit)
-{
-	return (BPF_CORE_READ(sk, __sk_common.skc_flags) >> bit) & 1;
-}
-
-/*
- * I8, the reader: what it asked of its reads that redirected bytes cannot
- * give. tcp_poll calls a socket with redirected bytes readable whatever its
- * SO_RCVLOWAT; tcp_bpf_recvmsg adds no TCP_INQ or timestamp cmsg to them,
- * and its MSG_PEEK ignores SO_PEEK_OFF (off: -1). sk_tsflags is a u16 up to
- * 6.1, a u32 later: read either way.
- */
+/* I8, the reader: any option its reads would not get from redirected bytes (sock_options.h). */
 static __always_inline bool reader_wants_tcp(struct sock *sk)
 {
-	if (BPF_CORE_READ(sk, sk_rcvlowat) > 1 || BPF_CORE_READ(sk, sk_peek_off) >= 0)
-		return true;
-	if (BPF_CORE_READ_BITFIELD_PROBED((struct tcp_sock *)sk, recvmsg_inq))
-		return true;
-	if (sock_flag_set(sk, bpf_core_enum_value(enum sock_flags, SOCK_RCVTSTAMP)))
-		return true;
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_tsflags) & SOF_TIMESTAMPING_SOFTWARE;
+	return reader_rcvlowat_set(sk) || reader_peek_off_set(sk) || reader_inq_set(sk) ||
+	       reader_rx_timestamps_set(sk);
 }
 
-/*
- * I8, the writer: a redirected MSG_ZEROCOPY send never completes, and a
- * redirected send gets no transmit timestamp, on the error queue.
- */
+/* I8, the writer: any option its sends would not get redirected (sock_options.h). */
 static __always_inline bool writer_wants_tcp(struct tcp_sock *tp)
 {
-	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
-
-	if ((sk->__sk_common.skc_flags >> bpf_core_enum_value(enum sock_flags, SOCK_ZEROCOPY)) & 1)
-		return true;
-	return BPF_CORE_READ_BITFIELD(sk, sk_tsflags) &
-	       (SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_TX_SOFTWARE |
-		SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_ACK);
+	return writer_zerocopy_set(tp) || writer_tx_timestamps_set(tp);
 }
 
 static __always_inline struct sk_psock *psock_of(struct tcp_sock *tp)

@@ -11,10 +11,11 @@
 // - why a registered direction left the redirect is NOT recorded per socket
 //   (only counted per pod): it is inferred where the state shows it (netns
 //   disabled, other end in another pod with cross-pod pairing off, no other
-//   end), and otherwise said to be unrecorded;
+//   end, an I8 option or a ULP set now on the end that matters, as the
+//   iterator reads them), and otherwise said to be unrecorded;
 // - redirected bytes are counted per pod, not per connection.
 import { ROLE_CLIENT, ROLE_SERVER, type NetnsPolicy } from '../datapath/layout.js';
-import { SOCK_FLAGS, TCP_STATE_NAMES, type ConnRecord } from './records.js';
+import { READER_OPTIONS, SOCK_FLAGS, TCP_STATE_NAMES, WRITER_OPTIONS, optionNames, type ConnRecord } from './records.js';
 
 /** One socket as read in one netns. */
 export interface EndInput {
@@ -37,7 +38,7 @@ export type Mode = 'redirected' | 'tcp' | 'idle';
 export type Reason =
   | 'ulp' | 'repair' | 'excluded-port' | 'sidecar-only' | 'not-seen'
   | 'blocking' | 'unknown-reader' | 'turned-blocking' | 'key-conflict' | 'early-data'
-  | 'disabled' | 'cross-pod' | 'no-peer' | 'unrecorded';
+  | 'disabled' | 'cross-pod' | 'no-peer' | 'socket-option' | 'unrecorded';
 
 /** The direction an end sends in. */
 export interface Direction {
@@ -158,8 +159,15 @@ function inferredFallback(e: EndInput, other: EndInput | undefined, ctx: ConnsCo
   if (!other || !otherRegistered) {
     return tcp('no-peer', 'inferred', `${what}; ${other ? 'the other end was never registered (see its own reason)' : 'the other end is not a socket of an enabled pod on this node'}`, tcpBytes);
   }
+  // What holds now and keeps the direction on TCP while it does (I8, I4); it may not be what moved it there.
+  const writer = optionNames(e.record.writerOptions, WRITER_OPTIONS);
+  if (writer.length) return tcp('socket-option', 'inferred', `${what}; this end has ${writer.join(', ')} set, which keeps its sends on TCP while set (I8)`, tcpBytes);
+  const reader = optionNames(other.record.readerOptions, READER_OPTIONS);
+  if (reader.length) return tcp('socket-option', 'inferred', `${what}; the other end has ${reader.join(', ')} set, which keeps what it reads on TCP while set (I8)`, tcpBytes);
+  if (e.record.ulp) return tcp('ulp', 'inferred', `${what}; a ULP (kTLS) was set on this end since it registered: it sends over TCP (I4)`, tcpBytes);
+  if (other.record.ulp) return tcp('ulp', 'inferred', `${what}; the other end has a ULP (kTLS) set: nothing is redirected to it (I4)`, tcpBytes);
   const paired = (e.record.state!.flags & SOCK_FLAGS.PAIRED) !== 0;
-  return tcp('unrecorded', 'inferred', `${what} ${paired ? 'after redirecting' : 'at its first send'}; why is not recorded per socket (backpressure, TCP memory pressure, its netns disabled for a while, a ULP on the other end, a socket option only TCP honours (I8), or the other end not yet registered)`, tcpBytes);
+  return tcp('unrecorded', 'inferred', `${what} ${paired ? 'after redirecting' : 'at its first send'}; why is not recorded per socket (backpressure, TCP memory pressure, its netns disabled for a while, a socket option only TCP honours (I8) set then and dropped since, or the other end not yet registered)`, tcpBytes);
 }
 
 /** The state of the direction `e` sends in. */

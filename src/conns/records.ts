@@ -19,6 +19,23 @@ export const SOCK_FLAGS = {
   LEAVE_PENDING: 512,
 } as const;
 
+/**
+ * The I8 options the iterator reports (READER_OPT_* and WRITER_OPT_* in
+ * bpf/sock_options.h, macros: test/unit/conns.test.ts reads them from the
+ * header), by the name an application sets them with.
+ */
+export const READER_OPTIONS: Record<number, string> = {
+  1: 'SO_RCVLOWAT above 1', 2: 'SO_PEEK_OFF', 4: 'TCP_INQ', 8: 'receive timestamps (SO_TIMESTAMP*, SO_TIMESTAMPING)',
+};
+export const WRITER_OPTIONS: Record<number, string> = {
+  1: 'SO_ZEROCOPY', 2: 'transmit timestamps (SO_TIMESTAMPING)',
+};
+
+/** The names of the bits set in `bits`, from one of the tables above. */
+export function optionNames(bits: number, table: Record<number, string>): string[] {
+  return Object.entries(table).filter(([bit]) => (bits & Number(bit)) !== 0).map(([, name]) => name);
+}
+
 export const RECORD_LAYOUT: StructLayout = {
   size: 136,
   members: [
@@ -37,7 +54,8 @@ export const RECORD_LAYOUT: StructLayout = {
     { name: 'write_seq', offset: 68, size: 4 },
     { name: 'ulp', offset: 72, size: 1 },
     { name: 'repair', offset: 73, size: 1 },
-    { name: 'pad0', offset: 74, size: 2 },
+    { name: 'reader_options', offset: 74, size: 1 },
+    { name: 'writer_options', offset: 75, size: 1 },
     { name: 'pad1', offset: 76, size: 4 },
     { name: 'state', offset: 80, size: 56 },
   ],
@@ -88,6 +106,10 @@ export interface ConnRecord {
   writeSeq: number;
   ulp: boolean;
   repair: boolean;
+  /** READER_OPT_* bits: options set on this socket that keep the direction into it on TCP (I8). */
+  readerOptions: number;
+  /** WRITER_OPT_* bits: options set on this socket that keep its own direction on TCP (I8). */
+  writerOptions: number;
   inSockmap: boolean;
   /** Null when the datapath stored nothing for this socket. */
   state: SockState | null;
@@ -144,7 +166,8 @@ export function decodeRecords(buf: Buffer): ConnRecord[] {
     out.push({
       sockCookie: r.readBigUInt64LE(0), bytesAcked: r.readBigUInt64LE(8), bytesReceived: r.readBigUInt64LE(16),
       localIp: ipText(r.subarray(24, 40)), remoteIp: ipText(r.subarray(40, 56)), localPort: r.readUInt16LE(56), remotePort: r.readUInt16LE(58),
-      family, tcpState: r[61]!, uid: r.readUInt32LE(64), writeSeq: r.readUInt32LE(68), ulp: r[72] !== 0, repair: r[73] !== 0, inSockmap: r[63] !== 0,
+      family, tcpState: r[61]!, uid: r.readUInt32LE(64), writeSeq: r.readUInt32LE(68), ulp: r[72] !== 0, repair: r[73] !== 0,
+      readerOptions: r[74]!, writerOptions: r[75]!, inSockmap: r[63] !== 0,
       state: r[62] ? { key: decodeKey(st.subarray(0, 40)), netnsCookie: st.readBigUInt64LE(40), baseWriteSeq: st.readUInt32LE(48), flags: st.readUInt32LE(52) } : null,
     });
   }

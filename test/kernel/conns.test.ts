@@ -158,6 +158,51 @@ describe('conns: connections as the kernel holds them', { skip: kernelSkip }, ()
     await p.finished();
   });
 
+  test('a paired direction whose reader turned TCP_INQ on goes to TCP, and conns names the option', async () => {
+    const m = mesh();
+    const port = 9872;
+    const script = [
+      'import json, select, signal, socket',
+      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+      `l.bind(("127.0.0.1", ${port})); l.listen()`,
+      'def pair():',
+      '    c = socket.socket(); c.setblocking(False)', // non-blocking when established: registered
+      `    c.connect_ex(("127.0.0.1", ${port})); select.select([], [c], [])`,
+      '    s, _ = l.accept(); s.setblocking(False)',
+      '    return c, s',
+      'def read(sock, n):',
+      '    got = b""',
+      '    while len(got) < n:',
+      '        select.select([sock], [], []); got += sock.recv(n - len(got))',
+      '    return got',
+      // The first connection shows the listener's sockets are read non-blocking (I6): the next one registers.
+      'c0, s0 = pair(); s0.send(b"l"); read(c0, 1); c0.close(); s0.close()',
+      'c, s = pair()',
+      'c.send(b"a"); assert read(s, 1) == b"a"',
+      's.setsockopt(socket.IPPROTO_TCP, 36, 1)', // TCP_INQ
+      'c.send(b"b"); assert read(s, 1) == b"b"',
+      'print(json.dumps({"event": "ready"}), flush=True)',
+      'signal.pause()',
+    ].join('\n');
+    const before = m.dp.netnsCounters(m.cookieA)!;
+    const p = m.start(m.a, 'python3', ['-c', script]);
+    try {
+      await p.ready();
+      const after = m.dp.netnsCounters(m.cookieA)!;
+      assert.equal(after.fallbackSocketOption - before.fallbackSocketOption, 1n, 'the second message fell back for the option');
+      const r = report(m);
+      await assertSameAsSs(m, r, m.a, 'test/a');
+      const conn = connWith(r, (e) => e.pod === 'test/a' && e.remote === `127.0.0.1:${port}` && e.tcpState === 'ESTAB', 'the paired connection');
+      assert.equal(conn.pairedBy, 'key');
+      const [c, s] = conn.ends;
+      assert.deepEqual([c!.role, c!.sends.mode, c!.sends.reason, c!.sends.basis, c!.sends.tcpBytesSinceRegistered], ['client', 'tcp', 'socket-option', 'inferred', 1]);
+      assert.match(c!.sends.detail, /the other end has TCP_INQ set/);
+      assert.equal(s!.sends.mode, 'idle', JSON.stringify(s!.sends));
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+  });
+
   test('blocking sockets are never registered: both directions on TCP with the reason each socket recorded', async () => {
     const m = mesh();
     const port = 9871;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, connsIterObjectPath } from '../../src/datapath/native.js';
 import { ROLE_CLIENT, ROLE_SERVER, type NetnsPolicy } from '../../src/datapath/layout.js';
-import { RECORD_LAYOUT, SOCK_FLAGS, decodeRecords, ipText, recordLayoutProblems, type ConnRecord, type SockState } from '../../src/conns/records.js';
+import { READER_OPTIONS, RECORD_LAYOUT, SOCK_FLAGS, WRITER_OPTIONS, decodeRecords, ipText, recordLayoutProblems, type ConnRecord, type SockState } from '../../src/conns/records.js';
 import { buildConnections, connectionsOfPod, connsText, type ConnsContext, type EndInput } from '../../src/conns/connections.js';
 import { buildApi, ConnsQueryError } from '../../src/api/server.js';
 import { AgentMetrics } from '../../src/api/metrics.js';
@@ -34,6 +34,13 @@ describe('conn_record', () => {
     assert.deepEqual(defs, { ...SOCK_FLAGS });
   });
 
+  test('the option bits are the iterator\'s READER_OPT_* and WRITER_OPT_* values, one name each', () => {
+    const src = fs.readFileSync(path.join(repo, 'bpf/sock_options.h'), 'utf8');
+    const bits = (prefix: string) => [...src.matchAll(new RegExp(`^#define ${prefix}_OPT_[A-Z_]+ (\\d+)u\\b`, 'gm'))].map((m) => Number(m[1])).sort((a, b) => a - b);
+    assert.deepEqual(bits('READER'), Object.keys(READER_OPTIONS).map(Number));
+    assert.deepEqual(bits('WRITER'), Object.keys(WRITER_OPTIONS).map(Number));
+  });
+
   test('decodes fields at their offsets, IPv4 as dotted text, IPv6 compressed', () => {
     const b = Buffer.alloc(RECORD_LAYOUT.size * 2);
     b.writeBigUInt64LE(77n, 0);
@@ -49,6 +56,8 @@ describe('conn_record', () => {
     b[63] = 1;
     b.writeUInt32LE(1337, 64);
     b.writeUInt32LE(1000, 68);
+    b[74] = 4 | 8;
+    b[75] = 1;
     b[80 + 34] = ROLE_CLIENT;
     b.writeUInt16LE(41000, 80 + 32);
     b.writeBigUInt64LE(99n, 80 + 40);
@@ -60,7 +69,7 @@ describe('conn_record', () => {
     const [r, v6] = decodeRecords(b);
     assert.deepEqual({ ...r!, state: undefined }, {
       sockCookie: 77n, bytesAcked: 5n, bytesReceived: 6n, localIp: '10.44.0.2', remoteIp: '10.96.0.10', localPort: 41000, remotePort: 80,
-      family: 4, tcpState: 1, uid: 1337, writeSeq: 1000, ulp: false, repair: false, inSockmap: true, state: undefined,
+      family: 4, tcpState: 1, uid: 1337, writeSeq: 1000, ulp: false, repair: false, readerOptions: 12, writerOptions: 1, inSockmap: true, state: undefined,
     });
     assert.equal(r!.state!.key.role, ROLE_CLIENT);
     assert.equal(r!.state!.key.clientPort, 41000);
@@ -104,7 +113,7 @@ function end(netns: bigint, local: string, remote: string, st: (Partial<Omit<Soc
     netnsCookie: netns, pod: netns === A ? 'ns/a' : netns === B ? 'ns/b' : null, generation: state ? 'g1' : null,
     record: {
       sockCookie: cookie++, bytesAcked: 0n, bytesReceived: 0n, localIp: lip!, remoteIp: rip!, localPort: Number(lport), remotePort: Number(rport),
-      family: 4, tcpState: 1, uid: 0, writeSeq: 5000 + (st?.sent ?? 0), ulp: false, repair: false, inSockmap: false, state, ...rec,
+      family: 4, tcpState: 1, uid: 0, writeSeq: 5000 + (st?.sent ?? 0), ulp: false, repair: false, readerOptions: 0, writerOptions: 0, inSockmap: false, state, ...rec,
     },
   };
 }
@@ -127,6 +136,26 @@ describe('connections', () => {
     assert.deepEqual([ce!.sends.mode, ce!.sends.reason, ce!.sends.basis, ce!.sends.tcpBytesSinceRegistered], ['tcp', 'unrecorded', 'inferred', 4096]);
     assert.match(ce!.sends.detail, /after redirecting/);
     assert.deepEqual([se!.sends.mode, se!.sends.reason], ['idle', null]);
+  });
+
+  test('a direction on TCP while an I8 option or a ULP is set says which, on which end; without one, unrecorded', () => {
+    const judge = (cRec: Partial<ConnRecord>, sRec: Partial<ConnRecord>) => {
+      const c = end(A, '127.0.0.1:40000', '127.0.0.1:9000', { flags: REGISTERED | TX_CLEAN | PAIRED, role: ROLE_CLIENT, sent: 10 }, cRec);
+      const s = end(A, '127.0.0.1:9000', '127.0.0.1:40000', { flags: REGISTERED | TX_CLEAN | PAIRED, role: ROLE_SERVER }, sRec);
+      const [conn] = buildConnections([c, s], ctx());
+      return conn!.ends.map((e) => [e.sends.mode, e.sends.reason, e.sends.detail]);
+    };
+    const [reader, other] = judge({}, { readerOptions: 1 | 4 });
+    assert.deepEqual(reader!.slice(0, 2), ['tcp', 'socket-option']);
+    assert.match(reader![2]!, /the other end has SO_RCVLOWAT above 1, TCP_INQ set/);
+    assert.deepEqual(other!.slice(0, 2), ['redirected', null], 'the reader\'s own sends are not concerned');
+    const [writer] = judge({ writerOptions: 2 }, {});
+    assert.match(writer![2]!, /this end has transmit timestamps \(SO_TIMESTAMPING\) set/);
+    // A reader option on the writer's own socket concerns the other direction only.
+    assert.deepEqual(judge({ readerOptions: 8 }, {})[0]!.slice(0, 2), ['tcp', 'unrecorded']);
+    const [ulp] = judge({}, { ulp: true });
+    assert.deepEqual(ulp!.slice(0, 2), ['tcp', 'ulp']);
+    assert.match(ulp![2]!, /the other end has a ULP/);
   });
 
   test('write_seq wrapping past 2^32 still counts the bytes sent over TCP', () => {
