@@ -56,6 +56,12 @@ function connWith(r: ConnsReport, pred: (e: ConnEnd) => boolean, what: string): 
   return found[0]!;
 }
 
+/** Python lines that open listener `l` on 127.0.0.1:port (the module socket imported). */
+const pythonListener = (port: number) => [
+  'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+  `l.bind(("127.0.0.1", ${port})); l.listen()`,
+];
+
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
 
 /** `sidecar-accel conns` on the mesh's pins, no agent running (nothing listens on the API port given). */
@@ -163,8 +169,7 @@ describe('conns: connections as the kernel holds them', { skip: kernelSkip }, ()
     const port = 9872;
     const script = [
       'import json, select, signal, socket',
-      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
-      `l.bind(("127.0.0.1", ${port})); l.listen()`,
+      ...pythonListener(port),
       'def pair():',
       '    c = socket.socket(); c.setblocking(False)', // non-blocking when established: registered
       `    c.connect_ex(("127.0.0.1", ${port})); select.select([], [c], [])`,
@@ -208,8 +213,7 @@ describe('conns: connections as the kernel holds them', { skip: kernelSkip }, ()
     const port = 9871;
     const script = [
       'import socket, signal',
-      'l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
-      `l.bind(("127.0.0.1", ${port})); l.listen()`,
+      ...pythonListener(port),
       `c = socket.create_connection(("127.0.0.1", ${port}))`, // no timeout: a blocking socket
       's, _ = l.accept()',
       'c.sendall(b"x" * 1000); s.recv(1000)', // the server never sends: its listener stays unlearned
