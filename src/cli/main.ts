@@ -48,6 +48,11 @@ async function datapathLocation(configFile: string | undefined): Promise<{ pinRo
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `sidecar-accel <command> --help` is a question, not a mistake: the usage, exit 0.
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   switch (command) {
     case 'agent': {
       const v = parseOptions(rest, { config: { type: 'string' }, 'skip-self-test': { type: 'boolean', default: false } });

@@ -39,6 +39,19 @@ test('help loads no package at all', () => {
   assert.ok(r.own.includes('cli/main.js'), 'the module log works');
 });
 
+test('a command\'s --help prints the usage and exits 0, starting nothing', () => {
+  const help = new Set(loads(['help']).own);
+  for (const args of [['status', '--help'], ['agent', '-h'], ['conns', '--json', '--help']]) {
+    const r = loads(args);
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.deepEqual([...r.packages], [], `${args.join(' ')} loaded packages`);
+    assert.deepEqual(r.own.filter((m) => !help.has(m)), [], `${args.join(' ')} loaded more than help does`);
+  }
+  const out = spawnSync(process.execPath, [cli, 'status', '--help'], { encoding: 'utf8' });
+  assert.match(out.stdout, /^usage: sidecar-accel <command> \[options\]/);
+  assert.equal(out.stderr, '');
+});
+
 test('explain loads what reads manifests, none of the agent\'s client libraries', () => {
   const pod = path.join(dir, 'pod.yaml');
   fs.writeFileSync(pod, 'apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop, annotations: {sidecar.istio.io/status: "{}"}}\nspec: {}\n');
