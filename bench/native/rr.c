@@ -11,6 +11,9 @@
 // connection for every request (connect, request, response, close) and the
 // latency includes the connect. Prints one JSON line:
 //   {"requests":N,"seconds":S,"p50_us":..,"p90_us":..,"p99_us":..,"errors":E}
+// and with --crr also the median of each part of a connection's time:
+//   "connect_p50_us" (socket to connected), "request_p50_us" (the request
+//   written until the whole answer is read), "close_p50_us" (close()).
 // --stream: one connection writes as fast as it may for SECONDS, half-closes
 // and waits for the sink's count of what arrived; prints
 //   {"bytes":N,"seconds":S,"gbps":G}
@@ -218,7 +221,7 @@ static int run_client(struct addr a, int conns, size_t size, double seconds, int
   char *req = malloc(size), *resp = malloc(size);
   if (!req || !resp) die("malloc");
   memset(req, 'r', size);
-  struct lat lat = {0};
+  struct lat lat = {0}, connect_lat = {0}, request_lat = {0}, close_lat = {0};
   uint64_t errors = 0;
   uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9);
   if (crr) {
@@ -226,13 +229,19 @@ static int run_client(struct addr a, int conns, size_t size, double seconds, int
     while (now_ns() < end) {
       uint64_t t0 = now_ns();
       int fd = connect_to(&a);
+      uint64_t t1 = now_ns();
       if (fd < 0 || write_all(fd, req, size) < 0 || read_exact(fd, resp, size) < 0) {
         errors++;
         if (fd >= 0) close(fd);
         continue;
       }
+      uint64_t t2 = now_ns();
       close(fd);
-      lat_add(&lat, now_ns() - t0);
+      uint64_t t3 = now_ns();
+      lat_add(&lat, t3 - t0);
+      lat_add(&connect_lat, t1 - t0);
+      lat_add(&request_lat, t2 - t1);
+      lat_add(&close_lat, t3 - t2);
     }
   } else {
     if (conns < 1 || conns > MAX_CONNS) { fprintf(stderr, "rr: 1..%d connections\n", MAX_CONNS); exit(2); }
@@ -273,8 +282,15 @@ static int run_client(struct addr a, int conns, size_t size, double seconds, int
   }
   double elapsed = (double)(now_ns() - start) / 1e9;
   qsort(lat.v, lat.n, sizeof *lat.v, cmp_u32);
-  printf("{\"requests\":%zu,\"seconds\":%.3f,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"errors\":%llu}\n",
+  printf("{\"requests\":%zu,\"seconds\":%.3f,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,\"errors\":%llu",
          lat.n, elapsed, pct_us(&lat, 0.50), pct_us(&lat, 0.90), pct_us(&lat, 0.99), (unsigned long long)errors);
+  if (crr) {
+    struct lat *parts[] = {&connect_lat, &request_lat, &close_lat};
+    for (size_t k = 0; k < 3; k++) qsort(parts[k]->v, parts[k]->n, sizeof *parts[k]->v, cmp_u32);
+    printf(",\"connect_p50_us\":%.2f,\"request_p50_us\":%.2f,\"close_p50_us\":%.2f",
+           pct_us(&connect_lat, 0.50), pct_us(&request_lat, 0.50), pct_us(&close_lat, 0.50));
+  }
+  printf("}\n");
   return lat.n ? 0 : 1;
 }
 

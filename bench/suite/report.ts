@@ -19,6 +19,10 @@ export interface Metrics {
   tcp_data_segs_per_req: number | null;
   /** Of the bytes on the hops the scenario expects redirected, the share the programs redirected (accel scenarios). */
   redirected_share: number | null;
+  /** crr: medians of a connection's parts (CrrPhases); null for the other workloads. */
+  connect_p50_us: number | null;
+  request_p50_us: number | null;
+  close_p50_us: number | null;
 }
 
 export interface RawSample extends PointOf, Metrics {
@@ -55,7 +59,8 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-const METRICS = ['p50_us', 'p90_us', 'p99_us', 'rps', 'gbps', 'cpu_us_per_req', 'tcp_data_segs_per_req', 'redirected_share'] as const;
+const METRICS = ['p50_us', 'p90_us', 'p99_us', 'rps', 'gbps', 'cpu_us_per_req', 'tcp_data_segs_per_req', 'redirected_share',
+  'connect_p50_us', 'request_p50_us', 'close_p50_us'] as const;
 
 function range(xs: number[]): [number, number] | null {
   return xs.length ? [Math.min(...xs), Math.max(...xs)] : null;
@@ -80,6 +85,7 @@ export function aggregate(raw: RawSample[]): Result[] {
       scenario: r0.scenario, workload: r0.workload, conns: r0.conns, size: r0.size,
       p50_us: med('p50_us'), p90_us: med('p90_us'), p99_us: med('p99_us'), rps: med('rps'), gbps: med('gbps'),
       cpu_us_per_req: med('cpu_us_per_req'), tcp_data_segs_per_req: med('tcp_data_segs_per_req'), redirected_share: med('redirected_share'),
+      connect_p50_us: med('connect_p50_us'), request_p50_us: med('request_p50_us'), close_p50_us: med('close_p50_us'),
       rounds_used: used.length, rounds_discarded: rs.length - used.length,
       spread: { p50_us: range(vals('p50_us')), rps: range(vals('rps')), gbps: range(vals('gbps')) },
     });
@@ -128,6 +134,18 @@ export function headlines(results: Result[]): Headline[] {
 const fmt = (x: number | null, digits = 1) => (x === null ? '-' : x.toFixed(digits));
 const fmtInt = (x: number | null) => (x === null ? '-' : Math.round(x).toLocaleString('en-US'));
 
+/** Where a crr connection's time goes, scenario by scenario (the client's own timing of each part). */
+function crrPhasesTable(rows: Result[]): string[] {
+  const timed = rows.filter((r) => r.connect_p50_us !== null && r.request_p50_us !== null && r.close_p50_us !== null);
+  if (!timed.length) return [];
+  return [
+    'Each part of a connection, as the client timed it (medians): connect (socket to connected), request (written until the whole answer is read: through both sidecars, their own connections and the app), close.', '',
+    '| scenario | connect us | request us | close us |', '|---|---:|---:|---:|',
+    ...timed.map((r) => `| ${r.scenario} | ${fmt(r.connect_p50_us)} | ${fmt(r.request_p50_us)} | ${fmt(r.close_p50_us)} |`),
+    '',
+  ];
+}
+
 export function markdown(rep: Report): string {
   const out: string[] = [];
   out.push(`# sidecar-accel bench${rep.quick ? ' (quick)' : ''}`, '');
@@ -159,6 +177,7 @@ export function markdown(rep: Report): string {
       out.push(`| ${r.conns} | ${r.size ?? '-'} | ${r.scenario} | ${p50} | ${fmt(r.p90_us)} | ${fmt(r.p99_us)} | ${fmtInt(r.rps)} | ${gbps} | ${fmt(r.cpu_us_per_req)} | ${fmt(r.tcp_data_segs_per_req, 2)} | ${r.redirected_share === null ? '-' : (100 * r.redirected_share).toFixed(1) + '%'} | ${vs === null ? '-' : vs.toFixed(2) + 'x'} | ${rounds} |`);
     }
     out.push('');
+    if (title.startsWith('crr')) out.push(...crrPhasesTable(rep.results.filter(pick)));
   }
   const discarded = rep.raw.filter((r) => !r.verified);
   out.push('## Discarded rounds', '');

@@ -177,6 +177,7 @@ export async function measure({ spec, point, seconds, clkTck, ex, control, round
     cpu_us_per_req: requests ? cpuUs / requests : null,
     tcp_data_segs_per_req: requests && spec.path !== 'uds' ? (segs1 - segs0) / requests : null,
     redirected_share: v.share,
+    connect_p50_us: m.crr?.connect_p50_us ?? null, request_p50_us: m.crr?.request_p50_us ?? null, close_p50_us: m.crr?.close_p50_us ?? null,
     verified: v.ok, verification: v.detail,
   };
 }

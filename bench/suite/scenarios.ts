@@ -65,7 +65,13 @@ export interface Exchange {
   run(point: WorkloadPoint, seconds: number): Promise<Measured>;
 }
 
-export interface Measured { requests: number | null; seconds: number; p50_us: number | null; p90_us: number | null; p99_us: number | null; gbps: number | null }
+/** crr: the median of each part of a connection's time, from the rr client. */
+export interface CrrPhases { connect_p50_us: number; request_p50_us: number; close_p50_us: number }
+
+export interface Measured {
+  requests: number | null; seconds: number; p50_us: number | null; p90_us: number | null; p99_us: number | null; gbps: number | null;
+  crr?: CrrPhases;
+}
 
 /** How a scenario's exchange is run on the bench pods. */
 export function exchangeOf(s: Scenario, pods: BenchPods): Exchange {
@@ -111,7 +117,9 @@ export function exchangeOf(s: Scenario, pods: BenchPods): Exchange {
         case 'crr': {
           const r = await withServer(started,
             () => rrClient(pair.client, byPath.target, { conns: point.conns, size: point.size ?? 64, seconds, crr: point.workload === 'crr' }));
-          return { requests: r.requests, seconds: r.seconds, p50_us: r.p50_us, p90_us: r.p90_us, p99_us: r.p99_us, gbps: null };
+          const crr = r.connect_p50_us !== undefined && r.request_p50_us !== undefined && r.close_p50_us !== undefined
+            ? { connect_p50_us: r.connect_p50_us, request_p50_us: r.request_p50_us, close_p50_us: r.close_p50_us } : undefined;
+          return { requests: r.requests, seconds: r.seconds, p50_us: r.p50_us, p90_us: r.p90_us, p99_us: r.p99_us, gbps: null, ...(crr ? { crr } : {}) };
         }
         case 'http': {
           const client = s.path === 'mesh' ? pods.http.client : pair.client;

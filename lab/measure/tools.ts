@@ -79,7 +79,11 @@ export async function startRrServer(pod: Pod, at: RrAddress): Promise<LineProces
   return p;
 }
 
-export interface RrResult { requests: number; seconds: number; p50_us: number; p90_us: number; p99_us: number; errors: number }
+export interface RrResult {
+  requests: number; seconds: number; p50_us: number; p90_us: number; p99_us: number; errors: number;
+  /** crr only: the median of each part of a connection's time (rr.c). */
+  connect_p50_us?: number; request_p50_us?: number; close_p50_us?: number;
+}
 
 /**
  * rr client: `conns` connections with one `size`-byte request in flight each;

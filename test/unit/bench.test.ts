@@ -69,7 +69,8 @@ test('an unpaired round counts only if the programs ran and paired nothing', () 
 function sample(over: Partial<RawSample>): RawSample {
   return {
     round: 1, scenario: 'istio-iptables', workload: 'rr', conns: 1, size: 64, p50_us: 100, p90_us: 150, p99_us: 300,
-    rps: 7000, gbps: null, cpu_us_per_req: 200, tcp_data_segs_per_req: 6, redirected_share: null, verified: true, verification: 'baseline', ...over,
+    rps: 7000, gbps: null, cpu_us_per_req: 200, tcp_data_segs_per_req: 6, redirected_share: null,
+    connect_p50_us: null, request_p50_us: null, close_p50_us: null, verified: true, verification: 'baseline', ...over,
   };
 }
 
@@ -96,6 +97,26 @@ test('results are medians over verified rounds, with the spread and the discarde
   const md = markdown(rep);
   assert.match(md, /\| accel \/ istio-iptables, rr 64 B p50, 1 conn \| 0\.77x \|/);
   assert.match(md, /round 3 accel rr conns 1 size 64 \(measured p50 10\.0 us, 7,000 req\/s, not counted\): 50\.0% of the bytes/);
+});
+
+test('crr rows carry the medians of a connection\'s parts, and the Markdown shows them per scenario', () => {
+  const crr = (scenario: RawSample['scenario'], round: number, connect: number, request: number, close: number) =>
+    sample({ scenario, round, workload: 'crr', connect_p50_us: connect, request_p50_us: request, close_p50_us: close });
+  const raw = [
+    crr('istio-iptables', 1, 26, 290, 14), crr('istio-iptables', 2, 28, 300, 15), crr('istio-iptables', 3, 27, 295, 13),
+    crr('accel', 1, 37, 340, 17), crr('accel', 2, 36, 330, 16),
+    { ...crr('accel', 3, 1, 1, 1), verified: false, verification: 'discarded' },
+    sample({ round: 1 }),
+  ];
+  const res = aggregate(raw);
+  const accel = res.find((r) => r.scenario === 'accel' && r.workload === 'crr')!;
+  assert.deepEqual([accel.connect_p50_us, accel.request_p50_us, accel.close_p50_us], [36.5, 335, 16.5], 'the discarded round is not counted');
+  assert.equal(res.find((r) => r.workload === 'rr')!.connect_p50_us, null, 'rr has no parts');
+  const md = markdown({
+    kernel: 'k', cpus: 2, cpu_model: 'm', date: '2026-12-02T00:00:00Z', rounds: 3, seconds_per_measurement: 1, quick: true,
+    cpu_pinning: null, tools: { rr: 'rr', http: 'wrk', crr: 'rr', stream: 'rr' }, results: res, raw,
+  });
+  assert.match(md, /\| scenario \| connect us \| request us \| close us \|\n\|---\|---:\|---:\|---:\|\n\| istio-iptables \| 27\.0 \| 295\.0 \| 14\.0 \|\n\| accel \| 36\.5 \| 335\.0 \| 16\.5 \|/);
 });
 
 test('wrk reports are read in their units, and any error fails the measurement', () => {
